@@ -75,9 +75,10 @@ class ClipSampler:
     @property
     def span(self)->int: return (self.num_frames - 1) * self.stride + 1   # frames one clip covers
 
-    def clip(self, start:int, video_frames:int)->list[int]:
-        "Frame indices of the clip starting at `start`, with the short-video policy applied."
-        ids = range(start, start + self.span, self.stride)
+    def clip(self, start:int, video_frames:int, stride:int|None=None)->list[int]:
+        "Frame indices of the clip starting at `start` (at `stride`, default the sampler's), with the short-video policy applied."
+        stride = stride or self.stride
+        ids = range(start, start + (self.num_frames - 1) * stride + 1, stride)
         if self.short == 'loop': return [i % video_frames for i in ids]
         if self.short == 'repeat': return [min(i, video_frames - 1) for i in ids]
         raise ValueError(f"short must be 'repeat' or 'loop', got {self.short!r}")
