@@ -145,7 +145,7 @@ class ViewRecipe:
     def __call__(self, item:dict)->dict:
         "Augment an item's clips (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': ..., 'tc_hard': (H,C,T,H,W), ...}."
         clips, full = list(item['clips']), not self.on_gpu
-        rng = random.Random(int(torch.randint(0, 2**31, ())))   # seeded from torch: DataLoader seeds each worker
+        rng = random.Random(int(torch.randint(0, 2**31, ())))   # from torch, which the dataset seeds per item
         out = {k: v for k, v in item.items() if k != 'clips'}
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
             name = 'sc' if 'sc' in self.subtasks else 'whole'

@@ -163,13 +163,17 @@ class VideoDataset(torch.utils.data.Dataset):
         if path.suffix == '.npy': return _read_npy(path, self.sampler, rng, self.size)
         return read_frames(path, self.sampler(probe(path).num_frames, rng), self.size)
 
-    def __getitem__(self, i:int)->dict:
-        rng = random.Random(f"{self.seed}:{self.epoch}:{i}")
+    def __getitem__(self, i)->dict:  # an index, or an (epoch, index) pair from a sampler that spans epochs
+        epoch, i = i if isinstance(i, (tuple, list)) else (self.epoch, i)
+        rng = random.Random(f"{self.seed}:{epoch}:{i}")
         for skipped in range(self.max_retries + 1):
             path = self.source(i)
             try:
                 item = dict(clips=self._read(path, rng), label=self.samples[i][1], index=i, skipped=skipped)
-                return self.transform(item) if self.transform else item
+                if not self.transform: return item
+                with torch.random.fork_rng(devices=[]):   # the transform's torch draws follow the item too
+                    torch.manual_seed(rng.randrange(2**63))
+                    return self.transform(item)
             except VideoDecodeError as e:
                 self.failures[str(path)] = e.reason
                 warnings.warn(f"skipping a video that fails to decode: {e}")

@@ -139,6 +139,9 @@ class HierarchicalLoss(nn.Module):
             margins.append(stats['pos_sim'] - stats['neg_sim'])
             logs.update({f'loss/{name}': loss.item(), f'pos_sim/{name}': stats['pos_sim'].item(), f'neg_sim/{name}': stats['neg_sim'].item()})
         losses, margins = torch.stack(losses), torch.stack(margins).float()
+        if _distributed():   # every rank weighs with the margins of the global batch
+            dist.all_reduce(margins)
+            margins /= dist.get_world_size()
         if self.training:
             with torch.no_grad(): self.margin.copy_(torch.where(self.margin.isnan(), margins, self.ema * self.margin + (1 - self.ema) * margins))
         w = self.weights()
