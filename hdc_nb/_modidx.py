@@ -187,4 +187,10 @@ d = { 'settings': { 'branch': 'main',
                               'hdc_nb.video.read_clip': ('video.html#read_clip', 'hdc_nb/video.py'),
                               'hdc_nb.video.read_clips': ('video.html#read_clips', 'hdc_nb/video.py'),
                               'hdc_nb.video.read_frames': ('video.html#read_frames', 'hdc_nb/video.py'),
-                              'hdc_nb.video.write_video': ('video.html#write_video', 'hdc_nb/video.py')}}}
+                              'hdc_nb.video.write_video': ('video.html#write_video', 'hdc_nb/video.py')},
+            'hdc_nb.viz': { 'hdc_nb.viz._middle_frame': ('viz.html#_middle_frame', 'hdc_nb/viz.py'),
+                            'hdc_nb.viz.clip_embeddings': ('viz.html#clip_embeddings', 'hdc_nb/viz.py'),
+                            'hdc_nb.viz.plot_curves': ('viz.html#plot_curves', 'hdc_nb/viz.py'),
+                            'hdc_nb.viz.show_retrieval': ('viz.html#show_retrieval', 'hdc_nb/viz.py'),
+                            'hdc_nb.viz.similarity_heatmap': ('viz.html#similarity_heatmap', 'hdc_nb/viz.py'),
+                            'hdc_nb.viz.video_grouping': ('viz.html#video_grouping', 'hdc_nb/viz.py')}}}
