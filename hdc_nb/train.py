@@ -12,7 +12,7 @@ import torch.distributed as dist
 from fastcore.basics import patch
 from fastcore.script import call_parse
 from .data import DATASET_KINDS, SYNTHETIC_PRESETS, build_dataset, make_synthetic
-from .augment import HARD_NEGATIVES, RECIPES, get_recipe
+from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, get_recipe
 from .model import BACKBONES, HDCModel, MomentumEncoder
 from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 
@@ -38,6 +38,8 @@ class TrainConfig:
     crop_size:int=112                # height and width of the views
     sc_gap_min:int=16                # least frames between the starts of the SC pair
     sc_gap_max:int=None              # most frames between them (None: anywhere)
+    sc_aug:str='mild'                # augmentation preset of the SC views: mild, strong or none
+    tc_aug:str='strong'              # augmentation preset of the TC views (and of the whole baseline's)
     hard_negatives:str=''            # comma-separated TC hard negatives: reverse, shuffle, other_time, speed
     flip:bool=True                   # horizontal flips (set False where direction is a label)
     aug_on_gpu:bool=False            # photometric augmentation on the GPU, per clip, on whole batches
@@ -82,7 +84,7 @@ class TrainConfig:
     progress:bool=True               # show a progress bar
 
 # %% ../nbs/05_train.ipynb #c9738e98
-CHOICES = dict(dataset=DATASET_KINDS, recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
+CHOICES = dict(dataset=DATASET_KINDS, sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
                optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'), on_nonfinite=('stop', 'skip'))
 POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every', 'ckpt_every', 'keep_last', 'queue_size')
 
@@ -249,6 +251,7 @@ class Trainer:
         subtasks = ('whole',) if cfg.recipe == 'whole' else ('sc', 'tc') if cfg.recipe == 'hdc' else (cfg.recipe.split('_')[0],)
         self.recipe = get_recipe(cfg.recipe, subtasks=subtasks, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size,
                                  sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max), hard_negatives=tuple(_items(cfg.hard_negatives)),
+                                 sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug,
                                  flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
             if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['demo'])
