@@ -128,10 +128,14 @@ def _scan(container, path:str)->VideoInfo:
 INDEX_CACHE_SIZE = 8192  # videos whose index each process keeps
 _index_cache = OrderedDict()
 
+def _cache_key(path:str)->tuple:
+    "What identifies a file's content for the index cache: real path, size, modification time."
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
 def _index(container, path:str)->VideoInfo:
     "The index of `path` from the cache, or scanned from the open `container`."
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    key = _cache_key(path)
     if key in _index_cache:
         _index_cache.move_to_end(key)
         return _index_cache[key]
@@ -143,6 +147,8 @@ def _index(container, path:str)->VideoInfo:
 def probe(path)->VideoInfo: # a video file PyAV can open
     "Frame count, rate, size, duration and codec of `path`, with its frame index."
     path = str(path)
+    try: return _index_cache[_cache_key(path)]          # known: no need to open the file
+    except (KeyError, OSError): pass
     with _open(path) as container: return _index(container, path)
 
 # %% ../nbs/00_video.ipynb #36f0983f
