@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .video import VideoDecodeError, bench_frames, probe, read_frames, write_video
+from .video import VideoDecodeError, bench_frames, probe, read_frames, resize_short_side, write_video
 
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'CACHE_SUFFIX', 'DATASET_KINDS', 'read_ucf101_split',
@@ -390,12 +390,7 @@ def linear_probe_accuracy(train_x:np.ndarray, train_y, test_x:np.ndarray, test_y
 def _read_npy(path:Path, sampler:ClipSampler, rng:random.Random, size:int|None)->torch.Tensor:
     "Read the clips `sampler` picks from a memory-mapped (T,H,W,3) uint8 array, resized like `read_frames`."
     frames = np.load(path, mmap_mode='r')
-    clips = torch.from_numpy(np.ascontiguousarray(frames[np.array(sampler(len(frames), rng))]))
-    if size is None or min(clips.shape[2:4]) == size: return clips
-    n, t, h, w, _ = clips.shape
-    scale = size / min(h, w)
-    x = torch.nn.functional.interpolate(clips.reshape(n * t, h, w, 3).permute(0, 3, 1, 2).float(), size=(round(h * scale), round(w * scale)), mode='area')
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(n, t, *x.shape[2:], 3)
+    return resize_short_side(torch.from_numpy(np.ascontiguousarray(frames[np.array(sampler(len(frames), rng))])), size)
 
 CACHE_SUFFIX = {'npy': '.npy', 'video': '.mp4'}   # appended to a video's relative path in the cache
 

@@ -11,7 +11,8 @@ from fastcore.script import call_parse
 from .data import RandomClip, UniformClips, build_dataset, make_synthetic, SYNTHETIC_PRESETS
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
-from .train import Trainer, make_config, write_report, _items
+from dataclasses import asdict
+from .train import Trainer, build_model, make_config, write_report, _items
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'extract_features', 'retrieval_recall', 'knn_accuracy', 'linear_probe',
@@ -60,10 +61,7 @@ def extract_features(model:HDCModel,            # a (trained or random) model
         x = batch['clips'].to(device)                        # (B,N,C,T,H,W)
         b, n = x.shape[:2]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
-            pooled = model.pooled(x.flatten(0, 1))
-            out = {f'pooled/{l}': f for l, f in pooled.items()}
-            for s in model.subtasks:
-                for l in model.levels: out[f'{s}/{l}'] = model.heads[f'{s}:{l}'.replace('.', '_')](pooled[l])
+            out = model.features(x.flatten(0, 1))
         for key, f in out.items(): feats.setdefault(key, []).append(f.float().unflatten(0, (b, n)).mean(1).cpu())
         labels.append(batch['label'])
     feats = {k: torch.cat(v) for k, v in feats.items()}
@@ -148,14 +146,12 @@ def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or '
     if checkpoint.startswith('random:'):
         cfg = make_config('demo_cpu', check_paths=False, backbone=checkpoint.split(':', 1)[1])
         torch.manual_seed(0)
-        return HDCModel(cfg.backbone, None, ('sc', 'tc'), cfg.proj_dim), dict(cfg.__dict__)
+        return build_model(cfg), asdict(cfg)
     if not Path(checkpoint).exists(): raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
     ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
-    cfg = ckpt['config']
-    subtasks = ('whole',) if cfg['recipe'] == 'whole' else ('sc', 'tc') if cfg['recipe'] == 'hdc' else (cfg['recipe'].split('_')[0],)
-    model = HDCModel(cfg['backbone'], tuple(_items(cfg['levels'])) or None, subtasks, cfg['proj_dim'])
+    model = build_model(make_config(ckpt['config'], check_paths=False), load_weights=False)
     model.load_state_dict(ckpt['model'])
-    return model, cfg
+    return model, ckpt['config']
 
 PROTOCOLS = ('retrieval', 'knn', 'linear', 'finetune')
 

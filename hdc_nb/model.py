@@ -125,6 +125,11 @@ class HDCModel(nn.Module):
         feats = self.pooled(x)
         return {s: {l: self.heads[_key(s, l)](feats[l]) for l in self.levels} for s in (subtasks or self.subtasks)}
 
+    def features(self, x:torch.Tensor)->dict:  # (B,3,T,H,W) normalised clips
+        "Everything evaluation looks at, in one pass: {'pooled/<level>': (B,C), '<subtask>/<level>': (B,proj_dim)}."
+        feats = self.pooled(x)
+        return {f'pooled/{l}': f for l, f in feats.items()} | {f'{s}/{l}': self.heads[_key(s, l)](feats[l]) for s in self.subtasks for l in self.levels}
+
 # %% ../nbs/03_model.ipynb #e66e00d4
 class MomentumEncoder(nn.Module):
     "An EMA copy of a model, for MoCo-style keys; call `update(model)` after each optimiser step."

@@ -18,7 +18,7 @@ from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 
 # %% auto #0
 __all__ = ['CHOICES', 'POSITIVE', 'CONFIGS', 'hdc_pretrain', 'TrainConfig', 'validate', 'make_config', 'StepSampler',
-           'ContrastStep', 'lr_factor', 'checkpoints', 'Trainer', 'plot_history', 'write_report']
+           'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'Trainer', 'plot_history', 'write_report']
 
 # %% ../nbs/05_train.ipynb #26b96a79
 @dataclass
@@ -203,6 +203,11 @@ def lr_factor(step:int, warmup:int, total:int)->float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
 
 # %% ../nbs/05_train.ipynb #a9ff25b5
+def build_model(cfg:TrainConfig, load_weights:bool=True)->HDCModel: # load_weights: the backbone file cfg.weights, if any
+    "The model a config describes: its backbone, levels, and one head per subtask of its recipe."
+    return HDCModel(cfg.backbone, tuple(_items(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
+                    weights=cfg.weights if load_weights else None)
+
 def _join_process_group(cuda:bool)->tuple[int, int, int]:
     "Join the torchrun process group if there is one: (rank, world size, local rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
@@ -248,8 +253,7 @@ class Trainer:
 
     def _data(self):
         cfg = self.cfg
-        subtasks = ('whole',) if cfg.recipe == 'whole' else ('sc', 'tc') if cfg.recipe == 'hdc' else (cfg.recipe.split('_')[0],)
-        self.recipe = get_recipe(cfg.recipe, subtasks=subtasks, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size,
+        self.recipe = get_recipe(cfg.recipe, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size,
                                  sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max), hard_negatives=tuple(_items(cfg.hard_negatives)),
                                  sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug,
                                  flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
@@ -261,7 +265,7 @@ class Trainer:
 
     def _model(self):
         cfg = self.cfg
-        model = HDCModel(cfg.backbone, tuple(_items(cfg.levels)) or None, self.recipe.subtasks, cfg.proj_dim, weights=cfg.weights)
+        model = build_model(cfg)
         if self.world > 1 and self.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device, memory_format=torch.channels_last_3d if cfg.channels_last and self.device.type == 'cuda' else torch.preserve_format)
         self.step_module = ContrastStep(self.model, cfg.bn_batch)

@@ -14,7 +14,8 @@ from fastcore.script import call_parse
 
 # %% auto #0
 __all__ = ['INDEX_CACHE_SIZE', 'SEEK_GAP', 'numbered_frames', 'frame_ids', 'write_video', 'VideoDecodeError', 'VideoInfo',
-           'probe', 'read_frames', 'read_clips', 'read_clip', 'bench_frames', 'decode_benchmark', 'hdc_bench_decode']
+           'probe', 'read_frames', 'read_clips', 'read_clip', 'bench_frames', 'resize_short_side', 'decode_benchmark',
+           'hdc_bench_decode']
 
 # %% ../nbs/00_video.ipynb #ef1c14e2
 def numbered_frames(num_frames:int,  # frames to draw
@@ -253,13 +254,18 @@ def _bench_videos(folder:Path)->list[Path]:
     frames = bench_frames()
     return [write_video(folder/f'gop{g}.mp4', frames, 'libx264', options={'g': g, 'preset': 'veryfast'}) for g in (12, 50, 250)]
 
-def _torch_resize(clip:torch.Tensor, size:int|None)->torch.Tensor:
-    "Resize a (T,H,W,3) uint8 clip so its short side is `size`, with torch."
-    if size is None: return clip
-    height, width = clip.shape[1:3]
+def resize_short_side(frames:torch.Tensor,  # uint8 (...,H,W,3)
+                      size:int|None,         # new short side (None: unchanged)
+                      mode:str='area',       # torch interpolation: 'area', or 'bilinear' (antialiased)
+                     )->torch.Tensor:        # uint8 (...,H',W',3)
+    "Resize already decoded frames with torch so their short side is `size` (decoding resizes in swscale instead)."
+    if size is None: return frames
+    height, width = frames.shape[-3:-1]
     width, height = _out_size(width, height, size)
-    x = torch.nn.functional.interpolate(clip.permute(0, 3, 1, 2).float(), size=(height, width), mode='bilinear', antialias=True)
-    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    if (height, width) == tuple(frames.shape[-3:-1]): return frames
+    x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(height, width), mode=mode, **({'antialias': True} if mode == 'bilinear' else {}))
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*frames.shape[:-3], height, width, 3)
 
 def _pyav_clip(path, start:int, num_frames:int, stride:int, size:int|None, seek:bool=True)->torch.Tensor:
     "A plain PyAV decode of the clip's frames (seeking, or from the first frame without), resized with torch."
@@ -273,7 +279,7 @@ def _pyav_clip(path, start:int, num_frames:int, stride:int, size:int|None, seek:
             i = int(round((frame.pts - t0) * tb * fps))
             if i >= start and (i - start) % stride == 0: out.append(frame.to_ndarray(format='rgb24'))
             if i >= last: break
-    return _torch_resize(torch.from_numpy(np.stack(out)), size)
+    return resize_short_side(torch.from_numpy(np.stack(out)), size, 'bilinear')
 
 def _whole_video_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
     "Decode the whole video to RGB, then take the clip: what loaders built on `torchvision.io.read_video` do."
@@ -281,7 +287,7 @@ def _whole_video_clip(path, start:int, num_frames:int, stride:int, size:int|None
         stream = container.streams.video[0]
         stream.thread_type = 'AUTO'
         video = np.stack([f.to_ndarray(format='rgb24') for f in container.decode(stream)])
-    return _torch_resize(torch.from_numpy(video[start:start + num_frames * stride:stride]), size)
+    return resize_short_side(torch.from_numpy(video[start:start + num_frames * stride:stride]), size, 'bilinear')
 
 # %% ../nbs/00_video.ipynb #d9653ba9
 def _decoders()->dict:
@@ -294,7 +300,7 @@ def _decoders()->dict:
         from torchcodec.decoders import VideoDecoder
         def torchcodec_clip(path, start, num_frames, stride, size):
             x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
-            return _torch_resize(x.permute(0, 2, 3, 1), size)
+            return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
         decoders['torchcodec'] = torchcodec_clip
     except Exception: pass   # not installed, or FFmpeg's shared libraries missing
     return decoders

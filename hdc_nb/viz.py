@@ -34,11 +34,7 @@ def clip_embeddings(model:HDCModel, dataset, videos:list[int], # dataset indices
     model.eval()
     clips = torch.stack([EvalClips(size)(dataset[i])['clips'] for i in videos]).flatten(0, 1)
     device = next(model.parameters()).device
-    pooled = model.pooled(clips.to(device))
-    out = {f'pooled/{l}': f for l, f in pooled.items()}
-    for s in model.subtasks:
-        for l in model.levels: out[f'{s}/{l}'] = model.heads[f'{s}:{l}'.replace('.', '_')](pooled[l])
-    return {k: F.normalize(v.float(), dim=1).cpu() for k, v in out.items()}
+    return {k: F.normalize(v.float(), dim=1).cpu() for k, v in model.features(clips.to(device)).items()}
 
 def similarity_heatmap(model:HDCModel, dataset, videos:list[int], size:int=112, title:str|None=None):
     "Cosine similarities among the clips of `videos`, one panel per head (rows) and level (columns)."
