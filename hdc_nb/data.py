@@ -9,14 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .video import VideoDecodeError, bench_frames, probe, read_frames, resize_short_side, write_video
+from .video import VideoDecodeError, probe, read_frames, resize_short_side, write_video
 
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'CACHE_SUFFIX', 'DATASET_KINDS', 'read_ucf101_split',
            'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips', 'ClipPair', 'SameSpan', 'VideoDataset',
            'UCF101', 'HMDB51', 'FolderDataset', 'CSVDataset', 'synthetic_backgrounds', 'render_video', 'make_synthetic',
            'synthetic_dataset', 'linear_probe_accuracy', 'prepare_cache', 'build_dataset', 'hdc_synth',
-           'hdc_prepare_cache', 'loading_benchmark']
+           'hdc_prepare_cache']
 
 # %% ../nbs/01_data.ipynb #2edf3d6c
 def _lines(path:Path)->list[str]:
@@ -465,29 +465,3 @@ def hdc_prepare_cache(kind:str,             # dataset kind: synthetic, ucf101, h
     for ds in lists:
         report = prepare_cache(ds, cache, size, format)
         print(f"{report['written']} written, {report['skipped']} already there, {len(report['failed'])} failed" + ''.join(f'\n  {p}: {r}' for p, r in report['failed'].items()))
-
-# %% ../nbs/01_data.ipynb #7e80ee2f
-def loading_benchmark(workers:tuple=(0, 2), # DataLoader worker counts to try
-                      videos:int=48,        # videos generated (10 s, 320x240)
-                      codec:str='libx264',  # encoder of the originals
-                      gop:int=250,          # keyframe interval of the originals
-                      epochs:int=2,         # timed passes; the median is reported
-                     )->list[dict]:         # one row per (source, workers): clips/s
-    "Clips/s of a VideoDataset read through a DataLoader from original videos and from each cache format."
-    folder, frames = Path(tempfile.mkdtemp()), bench_frames()
-    (folder/'videos'/'all').mkdir(parents=True)
-    for i in range(videos): write_video(folder/'videos'/'all'/f'v{i:03d}.avi', frames, codec, options={'g': gop})
-    base = FolderDataset(folder/'videos', sampler=RandomClip(16, 2), size=112)
-    for fmt in CACHE_SUFFIX: prepare_cache(base, folder/f'cache_{fmt}', size=112, format=fmt)
-    rows = []
-    for source in ('original', 'cache npy', 'cache video'):
-        ds = FolderDataset(folder/'videos', sampler=RandomClip(16, 2), size=112, cache=None if source == 'original' else folder/f"cache_{source.split()[1]}")
-        for n in workers:
-            loader = torch.utils.data.DataLoader(ds, batch_size=8, num_workers=n, shuffle=True)
-            times = []
-            for epoch in range(epochs + 1):          # the first pass warms up (and fills each worker's index cache)
-                t0 = time.perf_counter()
-                for batch in loader: pass
-                times.append(time.perf_counter() - t0)
-            rows.append(dict(source=source, workers=n, clips_per_s=len(ds) / sorted(times[1:])[len(times[1:]) // 2]))
-    return rows

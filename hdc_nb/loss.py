@@ -46,7 +46,7 @@ def info_nce(q:torch.Tensor,                      # (N,D) unit vectors: the anch
              hard_negatives:torch.Tensor|None=None, # (N,H,D) negatives of each pair (reversed, shuffled, other times)
              temperature:float=0.1,               # similarities are divided by this
              in_batch:bool=True,                  # SimCLR form (both sides anchor, in-batch negatives); False: MoCo form
-            )->tuple[torch.Tensor, dict]:         # the loss, and {'pos_sim', 'neg_sim'} (detached means)
+            )->tuple[torch.Tensor, dict]:         # the loss, and {'pos_sim', 'neg_sim', 'acc', 'hard_acc'} (detached means)
     "InfoNCE of the pairs (q_i, k_i) against in-batch, queue and per-pair hard negatives."
     if q.shape != k.shape: raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape")
     n = len(q)
@@ -75,7 +75,10 @@ def info_nce(q:torch.Tensor,                      # (N,D) unit vectors: the anch
     with torch.no_grad():
         is_neg = torch.isfinite(sims)
         is_neg[rows, pos] = False
-        stats = dict(pos_sim=(q * k).sum(-1).mean(), neg_sim=sims[is_neg].mean() if is_neg.any() else sims.new_tensor(0.))
+        best_neg = sims.masked_fill(~is_neg, float('-inf')).max(1).values
+        stats = dict(pos_sim=(q * k).sum(-1).mean(), neg_sim=sims[is_neg].mean() if is_neg.any() else sims.new_tensor(0.),
+                     acc=(sims[rows, pos] > best_neg).float().mean())   # positive ranked first (a tie counts as a miss)
+        if hard_negatives is not None: stats['hard_acc'] = (sims[rows, pos] > sims[:, -hard.shape[1]:].max(1).values).float().mean()   # above its hard negatives
     return loss, stats
 
 # %% ../nbs/04_loss.ipynb #a872c624
@@ -129,7 +132,7 @@ class HierarchicalLoss(nn.Module):
                 k:dict,                      # the same for the other side
                 hard_negatives:dict|None=None, # {subtask: {level: (N,H,D)}}, where a subtask has them
                 queues:dict|None=None,       # {'sc/layer4': Queue, ...} in the MoCo form
-               )->tuple[torch.Tensor, dict]: # the total, and {'loss/sc/layer4': ..., 'weight/...', 'pos_sim/...', 'neg_sim/...'}
+               )->tuple[torch.Tensor, dict]: # the total, and {'loss/sc/layer4': ..., 'weight/...', 'pos_sim/...', 'neg_sim/...', 'acc/...'}
         losses, logs, margins = [], {}, []
         for name, (s, l) in zip(self.names, self.terms):
             hard = (hard_negatives or {}).get(s, {}).get(l)
@@ -137,7 +140,7 @@ class HierarchicalLoss(nn.Module):
             loss, stats = info_nce(q[s][l], k[s][l], negs, hard, self.temperature, self.in_batch)
             losses.append(loss)
             margins.append(stats['pos_sim'] - stats['neg_sim'])
-            logs.update({f'loss/{name}': loss.item(), f'pos_sim/{name}': stats['pos_sim'].item(), f'neg_sim/{name}': stats['neg_sim'].item()})
+            logs.update({f'{key}/{name}': value.item() for key, value in [('loss', loss)] + list(stats.items())})
         losses, margins = torch.stack(losses), torch.stack(margins).float()
         if _distributed():   # every rank weighs with the margins of the global batch
             dist.all_reduce(margins)

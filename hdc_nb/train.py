@@ -407,7 +407,7 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
         logs = self.train_step(micro)
         self.step += 1
         clips += cfg.batch_size * cfg.grad_accum * views_per_item
-        if logs is not None and (self.step % cfg.log_every == 0 or self.step == stop):
+        if logs is not None and (self.step % cfg.log_every == 0 or self.step in (1, stop)):   # step 1 logs the untrained model
             logs = _mean_over_ranks(logs)
             elapsed = time.perf_counter() - t_log
             row = dict(step=self.step, lr=self.sched.get_last_lr()[0], clips_per_s=clips / elapsed, data_wait=wait / elapsed,
@@ -463,18 +463,21 @@ hdc_pretrain = call_parse(_define_cli('hdc_pretrain', 'Pretrain an HDC model (ev
 
 # %% ../nbs/05_train.ipynb #f2490bf8
 def plot_history(history:list[dict], path=None):
-    "Training curves: total loss, each term's loss, each term's weight, positive and negative similarities."
+    "Training curves: total loss, each term's loss, weight, positive and negative similarities, and contrastive accuracy."
     import matplotlib.pyplot as plt
     steps = [r['step'] for r in history]
     terms = sorted({k.split('/', 1)[1] for r in history for k in r if k.startswith('loss/')})
-    fig, axs = plt.subplots(1, 4, figsize=(16, 3.2))
+    fig, axs = plt.subplots(1, 5, figsize=(20, 3.2))
     axs[0].plot(steps, [r['loss'] for r in history]); axs[0].set_title('total loss')
     for t in terms:
         axs[1].plot(steps, [r[f'loss/{t}'] for r in history], label=t)
         axs[2].plot(steps, [r[f'weight/{t}'] for r in history], label=t)
         line, = axs[3].plot(steps, [r[f'pos_sim/{t}'] for r in history], label=f'{t} +')
         axs[3].plot(steps, [r[f'neg_sim/{t}'] for r in history], ls=':', color=line.get_color())
-    for ax, title in zip(axs[1:], ('loss per term', 'weight per term', 'similarity: positive (solid), negative (dotted)')):
+        axs[4].plot(steps, [r[f'acc/{t}'] for r in history], label=t, color=line.get_color())
+        if f'hard_acc/{t}' in history[0]: axs[4].plot(steps, [r[f'hard_acc/{t}'] for r in history], ls='--', color=line.get_color())
+    for ax, title in zip(axs[1:], ('loss per term', 'weight per term', 'similarity: positive (solid), negative (dotted)',
+                                   'positive ranked first (solid), above its hard negatives (dashed)')):
         ax.set_title(title, fontsize=10); ax.legend(fontsize=6, ncol=2)
     for ax in axs: ax.set_xlabel('step')
     plt.tight_layout()

@@ -290,32 +290,50 @@ def _whole_video_clip(path, start:int, num_frames:int, stride:int, size:int|None
     return resize_short_side(torch.from_numpy(video[start:start + num_frames * stride:stride]), size, 'bilinear')
 
 # %% ../nbs/00_video.ipynb #d9653ba9
+def _torchvision_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
+    "torchvision.io.read_video of the clip's time span (pts in seconds), then the clip's frames."
+    from torchvision.io import read_video
+    with av.open(str(path)) as container: fps = float(container.streams.video[0].average_rate)
+    video = read_video(str(path), start / fps, (start + (num_frames - 1) * stride + 0.5) / fps, pts_unit='sec', output_format='THWC')[0]
+    return resize_short_side(video[::stride][:num_frames], size, 'bilinear')
+
+def _torchcodec_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
+    "torchcodec's VideoDecoder in exact seek mode, frames by index."
+    from torchcodec.decoders import VideoDecoder
+    x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
+    return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
+
 def _decoders()->dict:
-    "The decoders to compare, each a function (path, start, num_frames, stride, size) -> clip."
+    "The decoders to compare: name -> function (path, start, num_frames, stride, size) -> clip, or the reason it cannot run here."
     decoders = {'read_clip': read_clip,
                 'bare PyAV': _pyav_clip,
                 'from start': lambda *a: _pyav_clip(*a, seek=False),
                 'whole video': _whole_video_clip}
     try:
+        from torchvision.io import read_video
+        decoders['torchvision.io'] = _torchvision_clip
+    except ImportError:
+        import torchvision
+        decoders['torchvision.io'] = f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
+    try:
         from torchcodec.decoders import VideoDecoder
-        def torchcodec_clip(path, start, num_frames, stride, size):
-            x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
-            return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
-        decoders['torchcodec'] = torchcodec_clip
-    except Exception: pass   # not installed, or FFmpeg's shared libraries missing
+        decoders['torchcodec'] = _torchcodec_clip
+    except Exception as e: decoders['torchcodec'] = f'torchcodec unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ""}'
     return decoders
 
-def decode_benchmark(clips_per_video:int=12, # random clips asked of each of the 3 videos
+def decode_benchmark(clips_per_video:int=12, # random clips asked of each video
                      num_frames:int=16,      # frames per clip
                      stride:int=2,           # step between frames
                      sizes:tuple=(None, 112),# short sides to resize to (None: full size)
                      reps:int=5,             # timed passes; the median is reported
                      seed:int=0,             # seed of the random starts
+                     paths:list|None=None,   # the videos (default: the yardstick's three)
                     )->list[dict]:           # one row per (size, decoder): clips/s and time relative to bare PyAV
     "Clips per second of `read_clip` and the other decoders on the same requests, passes interleaved."
-    paths, rng = _bench_videos(Path(tempfile.mkdtemp())), random.Random(seed)
-    requests = [(p, rng.randrange(0, 250 - num_frames * stride), num_frames, stride) for p in paths for _ in range(clips_per_video)]
-    decoders, rows = _decoders(), []
+    paths, rng = paths or _bench_videos(Path(tempfile.mkdtemp())), random.Random(seed)
+    requests = [(p, rng.randrange(0, probe(p).num_frames - num_frames * stride), num_frames, stride) for p in paths for _ in range(clips_per_video)]
+    decoders = {k: v for k, v in _decoders().items() if callable(v)}
+    rows = [dict(size=size or 'full', decoder=k, clips_per_s=None, time_vs_bare=None, note=v) for size in sizes for k, v in _decoders().items() if not callable(v)]
     for size in sizes:
         for decode in decoders.values():
             for r in requests[:3]: decode(*r, size)   # warm-up: also fills read_clip's index cache, as a second epoch would
@@ -339,4 +357,4 @@ def hdc_bench_decode(clips_per_video:int=12, # random clips asked of each of the
     torch.set_num_threads(threads)
     rows = decode_benchmark(clips_per_video=clips_per_video, reps=reps)
     print('| size | decoder | clips/s | time vs bare PyAV |\n|---|---|---|---|')
-    for r in rows: print(f"| {r['size']} | {r['decoder']} | {r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |")
+    for r in rows: print(f"| {r['size']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |"))
