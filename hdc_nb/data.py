@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #ef160c0c
 from __future__ import annotations
-import csv, math, os, random, tempfile, time, warnings
+import csv, math, os, random, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch

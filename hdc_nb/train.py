@@ -4,8 +4,8 @@
 
 # %% ../nbs/05_train.ipynb #b0060c64
 from __future__ import annotations
-import dataclasses, inspect, json, linecache, math, os, random, sys, time, warnings
-from dataclasses import dataclass, field, asdict, fields
+import inspect, json, linecache, math, os, random, time
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 import torch.distributed as dist
@@ -492,7 +492,7 @@ def write_report(trainer:Trainer,  # a trainer that has run
     out, cfg, last = trainer.out, trainer.cfg, trainer.history[-1]
     plot_history(trainer.history, out/'curves.png')
     terms = trainer.criterion.names
-    lines = [f"# HDC demo run", "", f"- backbone `{cfg.backbone}`, recipe `{cfg.recipe}`, levels {list(trainer.model.levels)}, weights `{cfg.weight_mode}`",
+    lines = ["# HDC demo run", "", f"- backbone `{cfg.backbone}`, recipe `{cfg.recipe}`, levels {list(trainer.model.levels)}, weights `{cfg.weight_mode}`",
              f"- {cfg.steps} steps of {cfg.batch_size} videos ({cfg.num_frames}x{cfg.crop_size}x{cfg.crop_size} clips) on {trainer.device}, {trainer.world} process(es)",
              f"- wall time {wall_s / 60:.1f} min; last logged throughput {last['clips_per_s']:.0f} clips/s, {last['data_wait']:.0%} of the time waiting for data",
              f"- videos skipped as undecodable: {trainer.failed_videos}; steps skipped as non-finite: {trainer.skipped_steps}", "",

@@ -309,14 +309,10 @@ def _decoders()->dict:
                 'bare PyAV': _pyav_clip,
                 'from start': lambda *a: _pyav_clip(*a, seek=False),
                 'whole video': _whole_video_clip}
+    import torchvision, torchvision.io
+    decoders['torchvision.io'] = _torchvision_clip if hasattr(torchvision.io, 'read_video') else f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
     try:
-        from torchvision.io import read_video
-        decoders['torchvision.io'] = _torchvision_clip
-    except ImportError:
-        import torchvision
-        decoders['torchvision.io'] = f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
-    try:
-        from torchcodec.decoders import VideoDecoder
+        import torchcodec.decoders   # loads FFmpeg's shared libraries: fails where they are missing
         decoders['torchcodec'] = _torchcodec_clip
     except Exception as e: decoders['torchcodec'] = f'torchcodec unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ""}'
     return decoders
