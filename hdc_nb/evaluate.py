@@ -121,11 +121,12 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     params = list(model.body.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
     n_workers = 0 if os.environ.get('IN_TEST') else workers
-    train_loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=len(train_set) > batch_size, num_workers=n_workers)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * len(train_loader))
-    for _ in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
+    drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
+    for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
         model.train(); head.train()
-        for batch in train_loader:
+        keys = [(epoch, int(i)) for i in torch.randperm(len(train_set), generator=order)]   # (epoch, index): a new clip and augmentation each epoch
+        for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=n_workers):
             x = batch['clips'][:, 0].to(device)
             loss = F.cross_entropy(head(model.pooled(x)[level]), batch['label'].to(device))
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
