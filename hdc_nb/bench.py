@@ -92,9 +92,9 @@ def _pipeline_worker(folder:str, cache:str|None, workers:int, passes:int, size:i
     with PeakMemory() as memory:
         for epoch in range(passes + 1):
             t0 = time.perf_counter()
-            views = sum(len(batch['sc']) for batch in loader)
+            videos = sum(len(batch['sc']) for batch in loader)
             times.append(time.perf_counter() - t0)
-    return dict(videos=views, seconds=statistics.median(times[1:]), baseline_mb=baseline, peak_mb=memory.peak_mb)
+    return dict(videos=videos, seconds=statistics.median(times[1:]), baseline_mb=baseline, peak_mb=memory.peak_mb)
 
 def _fresh(name:str, *args):
     "Run `hdc_nb.bench.<name>(*args)` in a fresh spawned process and return its result (by name, so notebook cells can call it too)."
@@ -118,9 +118,8 @@ def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:i
     return rows
 
 # %% ../nbs/09_bench.ipynb #1359c675
-def _train_worker(backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str, threads:int|None)->dict:
+def _train_worker(backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str)->dict:
     "Median seconds of an HDC training step and its peak memory (run in a fresh process on the CPU)."
-    if threads: torch.set_num_threads(threads)
     dev, baseline = torch.device(device), _status_mb('VmRSS')
     model = HDCModel(backbone, subtasks=('sc', 'tc')).to(dev)
     step = ContrastStep(model)
@@ -148,7 +147,7 @@ def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per st
     "One row per backbone: clips/s of an HDC step (5 clips per video) and peak memory."
     rows = []
     for backbone, videos in setups:
-        r = _fresh('_train_worker', backbone, videos, num_frames, size, steps, device, None)
+        r = _fresh('_train_worker', backbone, videos, num_frames, size, steps, device)
         rows.append(dict(backbone=backbone, device=device, precision='bf16' if device == 'cuda' else 'fp32', videos_per_step=videos,
                          clips_per_s=5 * videos / r['seconds'], step_s=r['seconds'], peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
     return rows

@@ -16,7 +16,7 @@ from .train import Trainer, make_config, build_model, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
-__all__ = ['EXPERIMENT_BASE', 'ARMS', 'FACTORS', 'QUICK', 'clips_per_video', 'arm_config', 'evaluate_factors',
+__all__ = ['EXPERIMENT_BASE', 'ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'clips_per_video', 'arm_config', 'evaluate_factors',
            'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data',
            'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy',
            'experiment_report', 'hdc_experiment']
@@ -75,7 +75,7 @@ def evaluate_factors(model,                # an HDCModel
                      data_root, cache=None, # the synthetic dataset and its cache
                      num_frames:int=8, stride:int=2, size:int=32, decode_size:int=36,
                      clips:int=4,            # uniformly spaced clips per video
-                     workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {1: r, 5: r}}}}
+                     workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'1': r, '5': r}}}}
     "Linear probe and kNN on both factors, and motion retrieval, for every feature key of `model`."
     split = lambda train, factor: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=UniformClips(num_frames, stride, num_clips=clips),
                                                 transform=EvalClips(size), size=decode_size, cache=cache)
@@ -85,7 +85,8 @@ def evaluate_factors(model,                # an HDCModel
         ytr, yte = [torch.tensor([label for _, label in split(t, factor).samples]) for t in (True, False)]
         out[factor] = dict(linear={k: linear_probe(train_f[k].numpy(), ytr.numpy(), test_f[k].numpy(), yte.numpy())['accuracy'] for k in train_f},
                            knn={k: knn_accuracy(train_f[k], ytr, test_f[k], yte) for k in train_f})
-        if factor == 'motion': out[factor]['retrieval'] = {k: retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5)) for k in train_f}
+        if factor == 'motion':   # string keys, as they read back from result.json
+            out[factor]['retrieval'] = {k: {str(n): r for n, r in retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5)).items()} for k in train_f}
     return out
 
 # %% ../nbs/08_tutorial.ipynb #09163777
@@ -122,14 +123,14 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     if done.exists(): return json.loads(done.read_text())
     if threads: torch.set_num_threads(threads)
     start, values = time.perf_counter(), arm_config(arm, seed, data_root, cache, run_dir, clip_budget, **changes)
+    cfg = EXPERIMENT_BASE | changes
     if values is None:
         torch.manual_seed(seed)
-        model, steps, last = build_model(make_config(EXPERIMENT_BASE | changes, check_paths=False)), 0, {}
+        model, steps, last = build_model(make_config(cfg, check_paths=False)), 0, {}
     else:
         trainer = Trainer(make_config(values))
         trainer.fit()
         model, steps, last = trainer.model, values['steps'], trainer.history[-1]
-    cfg = EXPERIMENT_BASE | changes
     evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
                   train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)
@@ -190,13 +191,13 @@ def experiment_rows(results:list[dict], level:str='layer4', metric:str='linear')
         for head in ('sc', 'tc'):
             for f in FACTORS:
                 if f'{head}/{level}' in r['eval'][f][metric]: row.setdefault(f'{head.upper()} {f}', []).append(r['eval'][f][metric][f'{head}/{level}'])
-        row.setdefault('R@1 motion', []).append(r['eval']['motion']['retrieval'][key]['1' if '1' in r['eval']['motion']['retrieval'][key] else 1])
-        row.setdefault('R@5 motion', []).append(r['eval']['motion']['retrieval'][key]['5' if '5' in r['eval']['motion']['retrieval'][key] else 5])
+        for n in ('1', '5'): row.setdefault(f'R@{n} motion', []).append(r['eval']['motion']['retrieval'][key][n])
     return list(rows.values())
 
-def experiment_table(results:list[dict], level:str='layer4', metric:str='linear',
-                     columns:tuple=('backbone appearance', 'backbone motion', 'backbone mean', 'heads appearance', 'heads motion', 'heads mean',
-                                    'SC appearance', 'SC motion', 'TC appearance', 'TC motion', 'R@1 motion', 'R@5 motion'))->str:
+TABLE_COLUMNS = ('backbone appearance', 'backbone motion', 'backbone mean', 'heads appearance', 'heads motion', 'heads mean',
+                 'SC appearance', 'SC motion', 'TC appearance', 'TC motion', 'R@1 motion', 'R@5 motion')
+
+def experiment_table(results:list[dict], level:str='layer4', metric:str='linear', columns:tuple=TABLE_COLUMNS)->str:
     "Markdown: one row per arm, mean ± std over seeds of each column."
     lines = ['| arm | steps | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
     for row in experiment_rows(results, level, metric):
@@ -255,7 +256,7 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
     lines = ['# The decoupling experiment', '', f"{len(results)} runs ({seeds} seeds); {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}; wall time {wall_s / 60:.1f} min (this invocation), {sum(r['wall_s'] for r in results) / 60:.1f} min of run time in total.", '', '## Linear probe at layer4 (accuracy %, mean ± std over seeds)', '',
              experiment_table(results), '', *([f"Supervised reference (tiny3d trained with the labels, test top-1): appearance {100 * supervised['appearance']:.1f}, "
-             f"motion {100 * supervised['motion']:.1f}.", ''] if supervised else []), '## kNN at layer4', '', experiment_table(results, metric='knn', columns=('backbone appearance', 'backbone motion', 'backbone mean', 'heads appearance', 'heads motion', 'heads mean', 'SC appearance', 'SC motion', 'TC appearance', 'TC motion')),
+             f"motion {100 * supervised['motion']:.1f}.", ''] if supervised else []), '## kNN at layer4', '', experiment_table(results, metric='knn', columns=TABLE_COLUMNS[:-2]),
              '', '![figure](figure.png)', '', '![contrastive accuracy during training](accuracy.png)', '']
     (out/'table.md').write_text('\n'.join(lines))
     return out/'table.md'
