@@ -98,12 +98,13 @@ class ViewSampler(ClipSampler):
             first = rng.randint(0, last - gap)
             clips['a'], clips['b'] = (first, first + gap) if rng.random() < 0.5 else (first + gap, first)
         if 'tc' in r.subtasks:
-            clips['tc'] = pick()
+            if not r.shares_views: clips['tc'] = pick()
+            tc = clips['a'] if r.shares_views else clips['tc']      # shared: TC's clip is SC's first
             if 'other_time' in r.hard_negatives:   # the start farthest from tc's among a few draws
-                clips['other'] = max((pick() for _ in range(4)), key=lambda s: abs(s - clips['tc']))
+                clips['other'] = max((pick() for _ in range(4)), key=lambda s: abs(s - tc))
         out = [self.clip(s, video_frames) for s in clips.values()]
         if 'tc' in r.subtasks and 'speed' in r.hard_negatives:   # the tc clip's start at twice the stride
-            out.append(self.clip(clips['tc'], video_frames, stride=2 * self.stride))
+            out.append(self.clip(tc, video_frames, stride=2 * self.stride))
         return out
 
 # %% ../nbs/02_augment.ipynb #57202138
@@ -127,6 +128,8 @@ class ViewRecipe:
     tc_aug:str|dict='strong'         # augmentation of the TC views (and of the hard negatives)
     whole_aug:str|dict='strong'      # augmentation of the whole baseline's views
     hard_negatives:tuple=()          # TC hard negatives, from HARD_NEGATIVES
+    sc_temporal:str=''               # time transform of the SC views, so that motion cannot match them: '', 'shuffle' or 'still' (one frame held)
+    share_views:bool=False           # with both subtasks: TC's first view is SC's first view (one clip fewer to embed per video)
     size:int=112                     # output height and width of every view
     flip:bool=True                   # horizontal flips (False where direction matters)
     on_gpu:bool=False                # leave the photometric half to `augment_batch` on the device
@@ -135,6 +138,22 @@ class ViewRecipe:
         bad = [s for s in self.subtasks if s not in ('sc', 'tc', 'whole')] + [h for h in self.hard_negatives if h not in HARD_NEGATIVES]
         if bad: raise ValueError(f"unknown subtasks or hard negatives {bad}; subtasks are sc, tc, whole and hard negatives {HARD_NEGATIVES}")
         if 'whole' in self.subtasks and len(self.subtasks) > 1: raise ValueError("'whole' is a subtask of its own: subtasks=('whole',)")
+        if self.sc_temporal not in ('', 'shuffle', 'still'): raise ValueError(f"sc_temporal must be '', 'shuffle' or 'still', got {self.sc_temporal!r}")
+        if self.shares_views and self.sc_temporal: raise ValueError("share_views needs plain SC views (sc_temporal=''): the shared view is TC's anchor too")
+
+    @property
+    def shares_views(self)->bool: return self.share_views and {'sc', 'tc'} <= set(self.subtasks)
+
+    @property
+    def views_per_video(self)->int:
+        "Clips embedded per video in a step: two per subtask, one fewer when views are shared, plus TC's hard negatives."
+        return 2 * len(self.subtasks) - self.shares_views + len(self.hard_negatives) * ('tc' in self.subtasks)
+
+    def sc_time(self, clip:torch.Tensor, rng:random.Random)->torch.Tensor:
+        "An SC clip (T,H,W,3) after the recipe's time transform."
+        if self.sc_temporal == 'shuffle': return shuffle_clip(clip, rng)
+        if self.sc_temporal == 'still': return clip[rng.randrange(len(clip))].expand_as(clip).contiguous()
+        return clip
 
     def aug(self, subtask:str)->SpatialAug:
         "The SpatialAug of a subtask, at the recipe's size and flip setting."
@@ -143,17 +162,17 @@ class ViewRecipe:
     def sampler(self)->ViewSampler: return ViewSampler(self)
 
     def __call__(self, item:dict)->dict:
-        "Augment an item's clips (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': ..., 'tc_hard': (H,C,T,H,W), ...}."
+        "Augment an item's clips (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': (2 or, shared, 1,C,T,H,W), 'tc_hard': (H,C,T,H,W), ...}."
         clips, full = list(item['clips']), not self.on_gpu
         rng = random.Random(int(torch.randint(0, 2**31, ())))   # from torch, which the dataset seeds per item
         out = {k: v for k, v in item.items() if k != 'clips'}
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
             name = 'sc' if 'sc' in self.subtasks else 'whole'
             a, b = clips.pop(0), clips.pop(0)
-            out[name] = torch.stack([augment_clip(c, self.aug(name), full) for c in (a, b)])
+            out[name] = torch.stack([augment_clip(self.sc_time(c, rng) if name == 'sc' else c, self.aug(name), full) for c in (a, b)])
         if 'tc' in self.subtasks:
-            tc, aug = clips.pop(0), self.aug('tc')
-            out['tc'] = torch.stack([augment_clip(tc, aug, full) for _ in range(2)])
+            tc, aug = a if self.shares_views else clips.pop(0), self.aug('tc')
+            out['tc'] = torch.stack([augment_clip(tc, aug, full) for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
             hard = []
             if 'reverse' in self.hard_negatives: hard.append(augment_clip(reverse_clip(tc), aug, full))
             if 'shuffle' in self.hard_negatives: hard.append(augment_clip(shuffle_clip(tc, rng), aug, full))

@@ -12,11 +12,12 @@ from fastcore.script import call_parse
 from .video import VideoDecodeError, probe, read_frames, resize_short_side, write_video
 
 # %% auto #0
-__all__ = ['VIDEO_SUFFIXES', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'CACHE_SUFFIX', 'DATASET_KINDS', 'read_ucf101_split',
-           'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips', 'ClipPair', 'SameSpan', 'VideoDataset',
-           'UCF101', 'HMDB51', 'FolderDataset', 'CSVDataset', 'synthetic_backgrounds', 'render_video', 'make_synthetic',
-           'synthetic_dataset', 'linear_probe_accuracy', 'prepare_cache', 'build_dataset', 'hdc_synth',
-           'hdc_prepare_cache']
+__all__ = ['VIDEO_SUFFIXES', 'TEST_PARTS', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'NUISANCES', 'CACHE_SUFFIX', 'DATASET_KINDS',
+           'read_ucf101_split', 'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips', 'ClipPair',
+           'SameSpan', 'VideoDataset', 'UCF101', 'HMDB51', 'FolderDataset', 'CSVDataset', 'shared_videos',
+           'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
+           'synthetic_backgrounds', 'render_video', 'make_synthetic', 'synthetic_dataset', 'linear_probe_accuracy',
+           'nuisance_audit', 'prepare_cache', 'build_dataset', 'hdc_synth', 'hdc_prepare_cache']
 
 # %% ../nbs/01_data.ipynb #2edf3d6c
 def _lines(path:Path)->list[str]:
@@ -203,37 +204,144 @@ class HMDB51(VideoDataset):
         super().__init__(root, samples, classes, **kwargs)
 
 VIDEO_SUFFIXES = ('.avi', '.mp4', '.mkv', '.webm', '.mov')
+TEST_PARTS = ('val', 'validate', 'test')   # names of a test split, in order of preference
+
+def _video_files(folder:Path)->list[Path]:
+    "Every video file under `folder`, recursively, sorted."
+    return [p for p in sorted(Path(folder).rglob('*')) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+
+def _no_test_set(source, what:str):
+    raise ValueError(f"{source}: {what}, so there is no test set here; evaluate with a separate test set (hdc_eval --test_root)")
+
+def _labels_of(names:list, classes:list|None, source)->tuple[list, list]:
+    "Integer labels of class names (or integer strings) and the class list: `classes` if given, else the names found, sorted."
+    if classes is None:
+        numeric = all(n.lstrip('-').isdigit() for n in names)
+        classes = [str(c) for c in sorted({int(n) for n in names})] if numeric else sorted(set(names))
+        names = [str(int(n)) for n in names] if numeric else names
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(names) - set(index))
+    if unknown: raise ValueError(f"{source}: labels {unknown[:5]} are not among the classes {list(classes)[:10]}")
+    return [index[n] for n in names], list(classes)
+
+def _split_rows(rows:list[dict], train:bool, source)->list[dict]:
+    "The rows of the train split, or of the test split (the first of TEST_PARTS present), by the `split` column."
+    present = {r['split'].strip() for r in rows}
+    wanted = 'train' if train else next((p for p in TEST_PARTS if p in present), None)
+    if wanted is None: _no_test_set(source, f"its split column holds only {sorted(present)}")
+    picked = [r for r in rows if r['split'].strip() == wanted]
+    if not picked: raise ValueError(f"{source}: no rows of split 'train' (splits present: {sorted(present)})")
+    return picked
 
 class FolderDataset(VideoDataset):
-    "One sub-folder of videos per class, classes sorted by name (Kinetics style); folders holding no video are ignored."
-    def __init__(self, root, **kwargs):
+    "Class sub-folders (classes sorted by name), split by train/ and val/ (or test/) where the root has them; videos without class folders are unlabelled."
+    def __init__(self, root,                  # the folder
+                 train:bool=True,             # the train part (all of an unsplit folder), or the test part
+                 classes:list|None=None,      # class names in label order (default: the train part's folders)
+                 **kwargs):
         root = Path(root)
-        videos = {d.name: [p for p in sorted(d.rglob('*')) if p.suffix.lower() in VIDEO_SUFFIXES]
-                  for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith('.')}
-        classes = [c for c, vs in videos.items() if vs]    # folders without videos (split files, ...) are no class
-        samples = [(str(p.relative_to(root)), label) for label, c in enumerate(classes) for p in videos[c]]
-        if not samples: raise FileNotFoundError(f"{root}: no videos ({', '.join(VIDEO_SUFFIXES)}) in class sub-folders")
+        if (root/'train').is_dir():           # Kinetics layout
+            part = root/'train' if train else next((root/p for p in TEST_PARTS if (root/p).is_dir()), None)
+            if part is None: _no_test_set(root, "it has train/ but no val/ or test/ sub-folder")
+            classes = classes or [d.name for d in sorted((root/'train').iterdir()) if d.is_dir() and _video_files(d)]
+        elif not train: _no_test_set(root, "it has no val/ or test/ sub-folder")
+        else: part = root
+        loose = [p for p in part.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        if loose:                             # videos at the top: an unlabelled collection, every video one item
+            samples, classes = [(str(p.relative_to(root)), -1) for p in _video_files(part)], []
+        else:
+            videos = {d.name: _video_files(d) for d in sorted(part.iterdir()) if d.is_dir() and not d.name.startswith('.')}
+            videos = {c: vs for c, vs in videos.items() if vs}       # folders without videos (split files, ...) are no class
+            labels, classes = _labels_of(list(videos), classes, part)  # a test class the train part lacks is an error
+            samples = [(str(p.relative_to(root)), label) for label, vs in zip(labels, videos.values()) for p in vs]
+        if not samples: raise FileNotFoundError(f"{part}: no videos ({', '.join(VIDEO_SUFFIXES)})")
         super().__init__(root, samples, classes, **kwargs)
 
 class CSVDataset(VideoDataset):
-    "Videos listed in a CSV with columns `path` and `label` (class names, or integers)."
+    "Videos listed in a CSV with a `path` column, optionally `label` (class names or integers) and `split` (train, val, test)."
     def __init__(self, csv_path,                # the CSV file
                  root=None,                     # folder the paths are relative to (default: the CSV's folder)
-                 label_column:str='label',      # column holding the label
+                 label_column:str='label',      # column holding the label (without a `label` column: unlabelled)
                  classes:list|None=None,        # class names in label order (default: the labels found, sorted)
+                 train:bool=True,               # rows of split train (all rows without a split column), or of the test split
                  **kwargs):
         with open(csv_path, newline='') as f: rows = list(csv.DictReader(f))
-        for col in ('path', label_column):
-            if rows and col not in rows[0]: raise ValueError(f"{csv_path}: no column {col!r} (columns: {list(rows[0])})")
-        names = [r[label_column].strip() for r in rows]
-        if classes is None:
-            numeric = all(n.lstrip('-').isdigit() for n in names)
-            classes = [str(c) for c in sorted({int(n) for n in names})] if numeric else sorted(set(names))
-            names = [str(int(n)) for n in names] if numeric else names
-        index = {c: i for i, c in enumerate(classes)}
-        unknown = sorted(set(names) - set(index))
-        if unknown: raise ValueError(f"{csv_path}: labels {unknown[:5]} are not among the classes {classes[:10]}")
-        super().__init__(root or Path(csv_path).parent, [(r['path'], index[n]) for r, n in zip(rows, names)], classes, **kwargs)
+        if not rows: raise ValueError(f"{csv_path}: no rows")
+        for col in ('path',) + (() if label_column == 'label' else (label_column,)):
+            if col not in rows[0]: raise ValueError(f"{csv_path}: no column {col!r} (columns: {list(rows[0])})")
+        if 'split' in rows[0]: rows = _split_rows(rows, train, csv_path)
+        elif not train: _no_test_set(csv_path, "it has no split column")
+        if label_column in rows[0]: labels, classes = _labels_of([r[label_column].strip() for r in rows], classes, csv_path)
+        else: labels, classes = [-1] * len(rows), []
+        super().__init__(root or Path(csv_path).parent, [(r['path'], l) for r, l in zip(rows, labels)], classes, **kwargs)
+
+# %% ../nbs/01_data.ipynb #c8aba14e
+def shared_videos(a:VideoDataset, b:VideoDataset)->list[str]:
+    "The videos (resolved paths) that two datasets both list."
+    paths = lambda ds: {str((ds.root/rel).resolve()) for rel, _ in ds.samples}
+    return sorted(paths(a) & paths(b))
+
+def check_disjoint(train_set:VideoDataset, test_set:VideoDataset):
+    "Refuse a test set that shares videos with the train set, naming how many and one."
+    shared = shared_videos(train_set, test_set)
+    if shared: raise ValueError(f"the train and test sets share {len(shared)} of {len(test_set)} test videos (e.g. {shared[0]}): "
+                                "evaluating on training videos gives meaningless numbers; give a test set of other videos")
+
+# %% ../nbs/01_data.ipynb #b8e13489
+def read_list_file(path,                     # an mmaction2 list file: `relative/path.mp4 label` per line (label optional)
+                   label_map=None,           # a file of class names, one per line, in label order
+                  )->tuple[list, list]:      # ([(relative_path, label or -1)], classes)
+    "Samples and class names of an mmaction2 video list file."
+    samples = []
+    for n, line in enumerate(_lines(path), 1):
+        parts = line.split()
+        if len(parts) == 1: samples.append((parts[0], -1))
+        elif len(parts) == 2 and parts[1].isdigit(): samples.append((parts[0], int(parts[1])))
+        else: raise ValueError(f"{path}:{n}: expected '<relative path> [integer label]', got {line!r}")
+    if len({label >= 0 for _, label in samples}) > 1: raise ValueError(f"{path}: some lines have a label and some do not")
+    if samples[0][1] < 0: return samples, []
+    classes = _lines(label_map) if label_map else [str(i) for i in range(max(l for _, l in samples) + 1)]
+    bad = next((n for n, (_, l) in enumerate(samples, 1) if l >= len(classes)), None)
+    if bad: raise ValueError(f"{path}:{bad}: label {samples[bad - 1][1]} is not below the {len(classes)} classes of {label_map}")
+    return samples, classes
+
+class ListDataset(VideoDataset):
+    "Videos of an mmaction2 list file, relative to `root` (default: the list file's folder)."
+    def __init__(self, list_file, root=None, label_map=None, classes:list|None=None, **kwargs):
+        samples, found = read_list_file(list_file, label_map)
+        if classes is not None and found and len(found) > len(classes): raise ValueError(f"{list_file}: labels up to {len(found) - 1} but only {len(classes)} classes")
+        super().__init__(root or Path(list_file).parent, samples, classes if classes is not None and found else found, **kwargs)
+
+# %% ../nbs/01_data.ipynb #0bf2ad71
+def read_kinetics_csv(csv_path,            # an official Kinetics CSV, or a folder of them: label,youtube_id,time_start,time_end,split
+                      videos_root,         # where the downloaded clips are, at any depth
+                      train:bool=True,     # rows of split train, or of the test split (val, or test)
+                     )->tuple[list, list, list]: # ([(relative_path, label name)], classes, rows whose file is missing)
+    "Rows of the official Kinetics CSVs resolved to files named `<youtube_id>_<start:06d>_<end:06d>.<ext>`, as the common downloaders write them."
+    files = sorted(Path(csv_path).glob('*.csv')) if Path(csv_path).is_dir() else [Path(csv_path)]
+    if not files: raise FileNotFoundError(f"{csv_path}: no Kinetics CSV")
+    rows = []
+    for f in files:
+        with open(f, newline='') as fh: rows += list(csv.DictReader(fh))
+    need = {'youtube_id', 'time_start', 'time_end', 'split'} - set(rows[0] if rows else ())
+    if need: raise ValueError(f"{csv_path}: columns {sorted(need)} are missing (expected label,youtube_id,time_start,time_end,split)")
+    classes = sorted({r['label'] for r in rows}) if 'label' in rows[0] else []
+    by_stem = {p.stem: p for p in _video_files(videos_root)}
+    samples, missing = [], []
+    for r in _split_rows(rows, train, csv_path):
+        path = by_stem.get(f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}")
+        if path is None: missing.append(r)
+        else: samples.append((str(path.relative_to(videos_root)), r.get('label', '')))
+    return samples, classes, missing
+
+class KineticsDataset(VideoDataset):
+    "Kinetics from its official CSVs; rows whose clip was not downloaded are left out with a warning and kept in `missing`."
+    def __init__(self, root, csv_path, train:bool=True, classes:list|None=None, **kwargs):
+        samples, found, self.missing = read_kinetics_csv(csv_path, root, train)
+        if self.missing: warnings.warn(f"{csv_path}: {len(self.missing)} rows have no file under {root}, e.g. {self.missing[0]['youtube_id']}; left out")
+        if not samples: raise FileNotFoundError(f"{root}: none of the {len(self.missing)} clips listed in {csv_path} is there")
+        labels, classes = _labels_of([name for _, name in samples], classes or found, csv_path) if found else ([-1] * len(samples), [])
+        super().__init__(root, [(rel, l) for (rel, _), l in zip(samples, labels)], classes, **kwargs)
 
 # %% ../nbs/01_data.ipynb #6efe4c88
 SHAPES = ('disk', 'square', 'triangle', 'cross', 'star', 'ring')
@@ -256,14 +364,17 @@ def _hsv(h:float, s:float, v:float)->np.ndarray:
     p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
     return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i]) * 255
 
-def synthetic_backgrounds(count:int, size:int, seed:int)->list[np.ndarray]:
+def synthetic_backgrounds(count:int, size:int, seed:int,
+                          level:float=115,      # mean grey level
+                          spread:float=1.0,     # scale of the colour noise and the gradient around it
+                         )->list[np.ndarray]:
     "A pool of smooth random backgrounds: low-frequency colour noise plus a gradient."
     rng, pool = np.random.default_rng(seed), []
     for _ in range(count):
         low = torch.tensor(rng.normal(size=(1, 3, 5, 5)), dtype=torch.float32)
         smooth = torch.nn.functional.interpolate(low, size=(size, size), mode='bicubic', align_corners=True)[0].permute(1, 2, 0).numpy()
         yy, xx = np.mgrid[0:size, 0:size] / size
-        pool.append(np.clip(115 + 28 * smooth + 30 * (rng.normal() * xx + rng.normal() * yy)[..., None], 0, 255))
+        pool.append(np.clip(level + spread * 28 * smooth + spread * 30 * (rng.normal() * xx + rng.normal() * yy)[..., None], 0, 255))
     return pool
 
 # %% ../nbs/01_data.ipynb #d2cdf696
@@ -297,35 +408,60 @@ def _trajectory(motion:str, rng:np.random.Generator, num_frames:int, size:int, r
 def render_video(shape:str,                 # appearance: one of SHAPES
                  motion:str,                # one of MOTIONS
                  rng:np.random.Generator,   # draws every nuisance
-                 background:np.ndarray,     # (size,size,3) float background
+                 background:np.ndarray,     # (S,S,3) float background, S >= size (larger when it pans)
                  num_frames:int=32,         # frames
                  noise:float=4.0,           # std of the pixel noise
+                 size:int|None=None,        # frame height and width (default: the background's)
+                 radius:float=0.17,         # object radius, as a share of `size`
+                 palette:str='striped',     # 'striped': a bright and a dark stripe of two hues; 'light': two light tones of one hue
+                 hue_drift:float=0.0,       # most change of the object's hue over the video (in turns of the colour wheel)
+                 light_drift:float=0.0,     # most amplitude of a slow change of illumination (gain 1 ± this)
+                 pan:float=0.0,             # most background travel over the video, as a share of `size`
+                 nuisances:dict|None=None,  # if given, filled with the values drawn for this video
                 )->np.ndarray:              # uint8 (T,size,size,3)
     "Render one video: a striped object of `shape` moving by `motion` over `background`, with random nuisances."
-    size = background.shape[0]
-    radius = 0.17 * size
-    colours = _hsv(rng.random(), 0.5 + 0.5 * rng.random(), 0.75 + 0.25 * rng.random()), _hsv(rng.random(), 0.3 * rng.random(), 0.15 + 0.3 * rng.random())
+    size = size or background.shape[0]
+    if background.shape[0] < size * (1 + pan): raise ValueError(f"a background of {background.shape[0]} px cannot pan {pan} of {size} px")
+    radius = radius * size
+    if palette == 'striped': (hues, sats, values) = zip((rng.random(), 0.5 + 0.5 * rng.random(), 0.75 + 0.25 * rng.random()), (rng.random(), 0.3 * rng.random(), 0.15 + 0.3 * rng.random()))
+    elif palette == 'light': hue, sat, value = rng.random(), rng.uniform(0.25, 0.6), rng.uniform(0.85, 1.0); hues, sats, values = (hue, hue), (sat, sat), (value, 0.75 * value)
+    else: raise ValueError(f"palette must be 'striped' or 'light', got {palette!r}")
     period, stripe_angle = rng.uniform(0.45, 0.8), rng.uniform(0, math.pi)
     centre, angle, scale = _trajectory(motion, rng, num_frames, size, radius)
     jitter = rng.integers(-1, 2, size=(num_frames, 2))
+    t = np.arange(num_frames) / (num_frames - 1)
+    drift = rng.uniform(-hue_drift, hue_drift) if hue_drift else 0.0                # drawn only when asked: old presets stay as they were
+    gain = 1 + rng.uniform(0, light_drift) * np.sin(2 * math.pi * (rng.uniform(0.5, 1.5) * t + rng.random())) if light_drift else np.ones(num_frames)
+    heading = rng.uniform(0, 2 * math.pi) if pan else 0.0
+    pad = background.shape[0] - size
+    offset = np.rint(pad / 2 + (t[:, None] - 0.5) * pan * size * np.array([math.cos(heading), math.sin(heading)])).astype(int)
+    if nuisances is not None:
+        nuisances.update(hue=hues[0], saturation=sats[0], stripe_angle=stripe_angle, period=period, angle=angle[0], scale=scale.mean(),
+                         centre_x=centre[:, 0].mean(), centre_y=centre[:, 1].mean(), hue_drift=drift, light=gain.std(), pan_heading=heading)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for i in range(num_frames):
-        img = np.roll(background, tuple(jitter[i]), axis=(0, 1)).copy()
+        view = background[offset[i, 1]:offset[i, 1] + size, offset[i, 0]:offset[i, 0] + size]
+        img = np.roll(view, tuple(jitter[i]), axis=(0, 1)).copy()
         dx, dy = xx - centre[i, 0] - jitter[i, 1], yy - centre[i, 1] - jitter[i, 0]
         c, s = math.cos(angle[i]), math.sin(angle[i])
         u, v = (c * dx + s * dy) / (radius * scale[i]), (-s * dx + c * dy) / (radius * scale[i])
         inside = _shape_mask(shape, u, v)
         stripe = ((math.cos(stripe_angle) * u + math.sin(stripe_angle) * v) / period % 1 < 0.5)[inside]
+        colours = [_hsv((h + drift * t[i]) % 1, s_, v_) for h, s_, v_ in zip(hues, sats, values)]
         img[inside] = np.where(stripe[:, None], colours[0], colours[1])
-        frames[i] = np.clip(img + rng.normal(0, noise, img.shape), 0, 255)
+        frames[i] = np.clip(gain[i] * img + rng.normal(0, noise, img.shape), 0, 255)
     return frames
 
 # %% ../nbs/01_data.ipynb #c6fadf68
 SYNTHETIC_PRESETS = {
     'demo': dict(appearances=4, motions=8, videos_per_pair=10, num_frames=32, size=64, backgrounds=12),  # 320 videos, for hdc_demo
     'tiny': dict(appearances=2, motions=4, videos_per_pair=3, num_frames=24, size=32, backgrounds=4),    # 24 videos, for tests
+    'v2':   dict(appearances=4, motions=8, videos_per_pair=32, num_frames=32, size=64, backgrounds=6, test_fraction=0.34,   # 1024 videos (352 test)
+                 background_level=60, background_spread=0.6, render=dict(radius=0.2, palette='light', hue_drift=0.5, light_drift=0.3, pan=0.15)),
 }
+
+NUISANCES = ('hue', 'saturation', 'stripe_angle', 'period', 'angle', 'scale', 'centre_x', 'centre_y', 'hue_drift', 'light', 'pan_heading')  # metadata columns
 
 def make_synthetic(root,                     # output folder (UCF101 layout)
                    appearances:int=4,        # shapes used: the first n of SHAPES
@@ -338,13 +474,17 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
                    label:str='motion',       # which factor names the class folders and split labels: 'motion' or 'appearance'
                    seed:int=0,               # decides every video
                    codec:str='mpeg4',        # encoder (MPEG-4 Part 2 in AVI, as UCF101)
+                   background_level:float=115, # mean grey level of the backgrounds
+                   background_spread:float=1.0,# their variation around it
+                   render:dict|None=None,    # options of `render_video` (radius, palette, hue_drift, light_drift, pan)
                   )->Path:
     "Write the synthetic two-factor dataset as encoded videos, UCF101 split files and train/test metadata CSVs."
     from tqdm.auto import tqdm
     if label not in ('motion', 'appearance'): raise ValueError(f"label must be 'motion' or 'appearance', got {label!r}")
     shapes, moves = SHAPES[:appearances], MOTIONS[:motions]
     root = Path(root); (root/'ucfTrainTestlist').mkdir(parents=True, exist_ok=True)
-    pool = synthetic_backgrounds(backgrounds, size, seed)
+    render = render or {}
+    pool = synthetic_backgrounds(backgrounds, size + math.ceil(render.get('pan', 0) * size), seed, background_level, background_spread)
     classes = [m.title().replace('_', '') for m in moves] if label == 'motion' else [s.title() for s in shapes]
     rows, n_test = [], round(videos_per_pair * test_fraction)
     pairs = [(a, m) for a in range(len(shapes)) for m in range(len(moves))]
@@ -355,14 +495,16 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
             cls = classes[m if label == 'motion' else a]
             rel = f"{cls}/v_{cls}_g{bg + 1:02d}_c{len([r for r in rows if r['class'] == cls]) + 1:03d}.avi"
             (root/cls).mkdir(exist_ok=True)
-            write_video(root/rel, render_video(shapes[a], moves[m], rng, pool[bg], num_frames), codec, options={'qscale': 3, 'g': 12})
-            rows.append(dict(path=rel, split='test' if k < n_test else 'train', appearance=shapes[a], motion=moves[m], background=bg, **{'class': cls}))
+            nuisances = {}
+            write_video(root/rel, render_video(shapes[a], moves[m], rng, pool[bg], num_frames, size=size, nuisances=nuisances, **render), codec, options={'qscale': 3, 'g': 12})
+            rows.append(dict(path=rel, split='test' if k < n_test else 'train', appearance=shapes[a], motion=moves[m], background=bg, **{'class': cls},
+                             **{n: round(float(v), 4) for n, v in nuisances.items()}))
     (root/'ucfTrainTestlist'/'classInd.txt').write_text(''.join(f'{i + 1} {c}\r\n' for i, c in enumerate(classes)))
     (root/'ucfTrainTestlist'/'trainlist01.txt').write_text(''.join(f"{r['path']} {classes.index(r['class']) + 1}\r\n" for r in rows if r['split'] == 'train'))
     (root/'ucfTrainTestlist'/'testlist01.txt').write_text(''.join(f"{r['path']}\r\n" for r in rows if r['split'] == 'test'))
     for split in ('train', 'test'):
         with open(root/f'{split}.csv', 'w', newline='') as f:
-            w = csv.DictWriter(f, ['path', 'appearance', 'motion', 'background']); w.writeheader()
+            w = csv.DictWriter(f, ['path', 'appearance', 'motion', 'background', *NUISANCES]); w.writeheader()
             w.writerows({k: r[k] for k in w.fieldnames} for r in rows if r['split'] == split)
     return root
 
@@ -385,6 +527,23 @@ def linear_probe_accuracy(train_x:np.ndarray, train_y, test_x:np.ndarray, test_y
     from sklearn.preprocessing import StandardScaler
     probe_model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     return float(probe_model.fit(train_x, train_y).score(test_x, test_y))
+
+_CIRCULAR = {'hue': 1.0, 'stripe_angle': math.pi, 'angle': 2 * math.pi, 'pan_heading': 2 * math.pi}   # period of each circular nuisance
+
+def _nuisance_features(rows:list[dict], name:str, backgrounds:int)->np.ndarray:
+    "One nuisance of each row as probe input: one-hot for the background id, (cos, sin) for angles and hues, the value otherwise."
+    if name == 'background': return np.eye(backgrounds)[[int(r['background']) for r in rows]]
+    x = np.array([float(r[name]) for r in rows])[:, None]
+    return np.hstack([np.cos(2 * math.pi * x / _CIRCULAR[name]), np.sin(2 * math.pi * x / _CIRCULAR[name])]) if name in _CIRCULAR else x
+
+def nuisance_audit(root)->dict:  # {(nuisance, factor): test accuracy}
+    "How well each recorded nuisance of a synthetic dataset, alone, predicts each factor (a linear probe, train split to test split)."
+    rows = {split: list(csv.DictReader(open(Path(root)/f'{split}.csv', newline=''))) for split in ('train', 'test')}
+    names = [n for n in ('background', *NUISANCES) if n in rows['train'][0] and rows['train'][0][n] != '']
+    backgrounds = 1 + max(int(r['background']) for rs in rows.values() for r in rs)
+    return {(n, factor): linear_probe_accuracy(_nuisance_features(rows['train'], n, backgrounds), [r[factor] for r in rows['train']],
+                                                _nuisance_features(rows['test'], n, backgrounds), [r[factor] for r in rows['test']])
+            for n in names for factor in ('appearance', 'motion')}
 
 # %% ../nbs/01_data.ipynb #f05bd394
 def _read_npy(path:Path, sampler:ClipSampler, rng:random.Random, size:int|None)->torch.Tensor:
@@ -423,21 +582,28 @@ def prepare_cache(dataset:VideoDataset,   # the dataset to cache (its root and s
     return report
 
 # %% ../nbs/01_data.ipynb #9e1b5017
-DATASET_KINDS = ('synthetic', 'ucf101', 'hmdb51', 'folder', 'csv')
+DATASET_KINDS = ('synthetic', 'ucf101', 'hmdb51', 'folder', 'csv', 'list', 'kinetics')
 
 def build_dataset(kind:str,                  # one of DATASET_KINDS
-                  root,                      # the videos (for 'csv': the CSV file)
-                  annotations=None,          # split files (ucf101, hmdb51; default: the usual folder under root)
+                  root,                      # the videos (csv, list: the CSV or list file)
+                  annotations=None,          # split files (ucf101, hmdb51), the label map (list), the CSV file or folder (kinetics)
                   split:int=1,               # official split (ucf101, hmdb51)
-                  train:bool=True,           # train or test list (synthetic, ucf101, hmdb51)
+                  train:bool=True,           # the train part (all of an unsplit collection), or the test part
                   factor:str='motion',       # synthetic: the factor used as label
+                  classes:list|None=None,    # class names in label order, e.g. the train set's for a test set (folder, csv, list, kinetics)
                   **kwargs)->VideoDataset:   # passed on to VideoDataset
     "The dataset of `kind` at `root`."
     if kind == 'synthetic': return synthetic_dataset(root, train=train, factor=factor, **kwargs)
     if kind == 'ucf101': return UCF101(root, annotations, split=split, train=train, **kwargs)
     if kind == 'hmdb51': return HMDB51(root, annotations, split=split, train=train, **kwargs)
-    if kind == 'folder': return FolderDataset(root, **kwargs)
-    if kind == 'csv': return CSVDataset(root, **kwargs)
+    if kind == 'folder': return FolderDataset(root, train=train, classes=classes, **kwargs)
+    if kind == 'csv': return CSVDataset(root, train=train, classes=classes, **kwargs)
+    if kind == 'list':
+        if not train: _no_test_set(root, "a list file holds one split")
+        return ListDataset(root, label_map=annotations, classes=classes, **kwargs)
+    if kind == 'kinetics':
+        if annotations is None: raise ValueError("kinetics: pass the official CSV file (or its folder) as annotations")
+        return KineticsDataset(root, annotations, train=train, classes=classes, **kwargs)
     raise ValueError(f"unknown dataset kind {kind!r}; kinds are {DATASET_KINDS}")
 
 # %% ../nbs/01_data.ipynb #b341fdfa

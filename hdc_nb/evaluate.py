@@ -4,11 +4,11 @@
 
 # %% ../nbs/06_eval.ipynb #880217b4
 from __future__ import annotations
-import json, os, time
+import copy, json, os, time
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import RandomClip, UniformClips, build_dataset, make_synthetic, SYNTHETIC_PRESETS
+from .data import RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, SYNTHETIC_PRESETS
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
@@ -16,7 +16,7 @@ from .train import Trainer, build_model, make_config, write_report, _items
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'extract_features', 'retrieval_recall', 'knn_accuracy', 'linear_probe',
-           'finetune', 'load_model', 'evaluate', 'results_table', 'hdc_eval', 'demo_tables', 'hdc_demo']
+           'finetune', 'load_model', 'eval_splits', 'evaluate', 'results_table', 'hdc_eval', 'demo_tables', 'hdc_demo']
 
 # %% ../nbs/06_eval.ipynb #d0b1d2eb
 class EvalClips:
@@ -55,7 +55,7 @@ def extract_features(model:HDCModel,            # a (trained or random) model
     from tqdm.auto import tqdm
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model = model.to(device).eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0 if os.environ.get('IN_TEST') else workers)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     feats, labels = {}, []
     for batch in tqdm(loader, desc='features', disable=not progress, leave=False):
         x = batch['clips'].to(device)                        # (B,N,C,T,H,W)
@@ -70,26 +70,26 @@ def extract_features(model:HDCModel,            # a (trained or random) model
     return feats, torch.cat(labels)
 
 # %% ../nbs/06_eval.ipynb #2fb37e73
-def retrieval_recall(query_feats:torch.Tensor, query_labels, gallery_feats:torch.Tensor, gallery_labels,
-                     ks:tuple=(1, 5, 10, 20, 50))->dict:  # {k: share of queries with their class among the top k}
+def retrieval_recall(query_feats, query_labels, gallery_feats, gallery_labels, # tensors or numpy arrays
+                     ks:tuple=(1, 5, 10, 20, 50))->dict:  # {'R@k': share of queries with their class among the top k}
     "Video retrieval R@k with cosine similarity."
-    sims = F.normalize(query_feats.float(), dim=1) @ F.normalize(gallery_feats.float(), dim=1).T
+    sims = F.normalize(torch.as_tensor(query_feats).float(), dim=1) @ F.normalize(torch.as_tensor(gallery_feats).float(), dim=1).T
     order = sims.argsort(dim=1, descending=True)
     hits = torch.as_tensor(gallery_labels)[order] == torch.as_tensor(query_labels)[:, None]
-    return {k: float(hits[:, :k].any(1).float().mean()) for k in ks if k <= hits.shape[1]}
+    return {f'R@{k}': float(hits[:, :k].any(1).float().mean()) for k in ks if k <= hits.shape[1]}
 
 # %% ../nbs/06_eval.ipynb #fc757465
-def knn_accuracy(train_feats:torch.Tensor, train_labels, test_feats:torch.Tensor, test_labels,
+def knn_accuracy(train_feats, train_labels, test_feats, test_labels,   # tensors or numpy arrays
                  k:int=20, temperature:float=0.07)->float:  # top-1 accuracy
     "Weighted kNN on L2-normalised features: each of the k neighbours votes exp(cos/temperature) for its class."
     train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
-    sims = F.normalize(test_feats.float(), dim=1) @ F.normalize(train_feats.float(), dim=1).T
+    sims = F.normalize(torch.as_tensor(test_feats).float(), dim=1) @ F.normalize(torch.as_tensor(train_feats).float(), dim=1).T
     top, idx = sims.topk(min(k, sims.shape[1]), dim=1)
     votes = torch.zeros(len(test_feats), int(train_labels.max()) + 1).scatter_add_(1, train_labels[idx], (top / temperature).exp())
     return float((votes.argmax(1) == test_labels).float().mean())
 
 # %% ../nbs/06_eval.ipynb #c98420f3
-def linear_probe(train_feats, train_labels, test_feats, test_labels,
+def linear_probe(train_feats, train_labels, test_feats, test_labels, # tensors or numpy arrays
                  Cs:tuple=(0.01, 0.1, 1.0, 10.0), # inverse regularisation strengths to choose from
                  folds:int=3)->dict:              # cross-validation folds on the train split
     "Logistic regression on standardised frozen features, C chosen by cross-validation on the train split only."
@@ -102,7 +102,7 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels,
     search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)), {'logisticregression__C': list(Cs)},
                           cv=StratifiedKFold(folds, shuffle=True, random_state=0))
     search.fit(np.asarray(train_feats), train_labels)
-    return dict(accuracy=float(search.score(np.asarray(test_feats), np.asarray(test_labels))), C=search.best_params_['logisticregression__C'])
+    return dict(top1=float(search.score(np.asarray(test_feats), np.asarray(test_labels))), C=search.best_params_['logisticregression__C'])
 
 # %% ../nbs/06_eval.ipynb #b1ac0648
 def finetune(model:HDCModel,             # pretrained (or random) model; its backbone is trained further
@@ -120,20 +120,19 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
     params = list(model.body.parameters()) + list(head.parameters())
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
-    n_workers = 0 if os.environ.get('IN_TEST') else workers
     drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
     for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
         model.train(); head.train()
         keys = [(epoch, int(i)) for i in torch.randperm(len(train_set), generator=order)]   # (epoch, index): a new clip and augmentation each epoch
-        for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=n_workers):
+        for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=workers):
             x = batch['clips'][:, 0].to(device)
             loss = F.cross_entropy(head(model.pooled(x)[level]), batch['label'].to(device))
             opt.zero_grad(); loss.backward(); opt.step(); sched.step()
     model.eval(); head.eval()
     logits, labels = [], []
     with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=n_workers):
+        for batch in torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers):
             x = batch['clips'].to(device)
             logits.append(head(model.pooled(x.flatten(0, 1))[level]).unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
             labels.append(batch['label'])
@@ -156,49 +155,63 @@ def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or '
 
 PROTOCOLS = ('retrieval', 'knn', 'linear', 'finetune')
 
-def evaluate(model:HDCModel, dataset:str, data_root, protocols=('retrieval', 'knn', 'linear'),
-             annotations=None, split:int=1, factor:str='motion',
-             num_frames:int=16, stride:int=2, size:int=112, decode_size:int|None=None, clips_per_video:int=10, crops:int=1,
-             finetune_epochs:int=10, device=None, workers:int=2, progress:bool=True)->dict:
-    "Run `protocols` with train split as gallery/train and test split as queries/test; {protocol: {feature key: result}}."
+def eval_splits(dataset:str, data_root,         # the dataset kind and where it is (build_dataset)
+                annotations=None, split:int=1, factor:str='motion',
+                test_root=None,                 # a second collection to test on (all of it), for one without a test part
+                num_frames:int=16, stride:int=2, size:int=112, decode_size:int|None=None, clips_per_video:int=10, crops:int=1,
+               )->tuple:                        # (train set, test set) with EvalClips items
+    "The labelled train and test sets of an evaluation: the test set has the train set's classes and none of its videos."
+    sampler, transform = UniformClips(num_frames, stride, num_clips=clips_per_video), EvalClips(size, crops)
+    def part(train, classes=None):
+        root, train = (test_root, True) if test_root and not train else (data_root, train)   # test_root: all of another collection
+        return build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler, transform=transform,
+                             size=decode_size or round(size * 8 / 7))
+    train_set = part(True)
+    if not train_set.classes: raise ValueError(f"{data_root}: an unlabelled collection; evaluation needs labelled train and test sets")
+    test_set = part(False, train_set.classes)
+    check_disjoint(train_set, test_set)
+    return train_set, test_set
+
+def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`: gallery / train set, and queries / test set
+             protocols=('retrieval', 'knn', 'linear'),
+             finetune_epochs:int=10,
+             flip:bool=True,                        # finetune: random horizontal flips (False where direction is a label)
+             device=None, workers:int=2, progress:bool=True,
+            )->dict:                                # {protocol: {feature key: {metric: value in 0-1}}}
+    "Run `protocols`: the train set is the gallery and the classifiers' train set, the test set the queries and their test set."
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise ValueError(f"unknown protocols {bad}; protocols are {PROTOCOLS}")
-    decode_size = decode_size or round(size * 8 / 7)
-    split_set = lambda train, sampler, transform: build_dataset(dataset, data_root, annotations, split, train=train, factor=factor,
-                                                                sampler=sampler, transform=transform, size=decode_size)
-    uniform = UniformClips(num_frames, stride, num_clips=clips_per_video)
+    check_disjoint(train_set, test_set)
     results = {}
     if {'retrieval', 'knn', 'linear'} & set(protocols):
-        (train_f, train_y), (test_f, test_y) = [extract_features(model, split_set(t, uniform, EvalClips(size, crops)), device=device, workers=workers, progress=progress) for t in (True, False)]
+        (train_f, train_y), (test_f, test_y) = [extract_features(model, ds, device=device, workers=workers, progress=progress) for ds in (train_set, test_set)]
         if 'retrieval' in protocols: results['retrieval'] = {k: retrieval_recall(test_f[k], test_y, train_f[k], train_y) for k in train_f}
-        if 'knn' in protocols: results['knn'] = {k: knn_accuracy(train_f[k], train_y, test_f[k], test_y) for k in train_f}
-        if 'linear' in protocols: results['linear'] = {k: linear_probe(train_f[k].numpy(), train_y.numpy(), test_f[k].numpy(), test_y.numpy())['accuracy'] for k in train_f}
-    if 'finetune' in protocols:
-        aug = SpatialAug(**AUG_PRESETS['mild'] | dict(size=size, flip=factor != 'motion' or dataset != 'synthetic'))
-        train_set = split_set(True, RandomClip(num_frames, stride), TrainClips(aug))
-        results['finetune'] = {f'backbone/{model.levels[-1]}': finetune(model, train_set, split_set(False, uniform, EvalClips(size, crops)), len(train_set.classes),
-                                                                        epochs=finetune_epochs, device=device, workers=workers, progress=progress)}
+        if 'knn' in protocols: results['knn'] = {k: dict(top1=knn_accuracy(train_f[k], train_y, test_f[k], test_y)) for k in train_f}
+        if 'linear' in protocols: results['linear'] = {k: dict(top1=linear_probe(train_f[k], train_y, test_f[k], test_y)['top1']) for k in train_f}
+    if 'finetune' in protocols:                     # one random augmented clip per video and epoch, of the test clips' geometry
+        clips = copy.copy(train_set)
+        clips.sampler = RandomClip(test_set.sampler.num_frames, test_set.sampler.stride)
+        clips.transform = TrainClips(SpatialAug(**AUG_PRESETS['mild'] | dict(size=test_set.transform.size, flip=flip)))
+        results['finetune'] = {f'backbone/{model.levels[-1]}': finetune(model, clips, test_set, len(train_set.classes), epochs=finetune_epochs,
+                                                                        device=device, workers=workers, progress=progress)}
     return results
 
 # %% ../nbs/06_eval.ipynb #f893023e
-def results_table(results:dict)->str:
-    "Markdown: one row per feature key, one column per metric."
-    cols = [(p, k) for p in ('retrieval',) if p in results for k in (1, 5, 10)] + [(p, None) for p in ('knn', 'linear') if p in results]
-    keys = list(next(iter(results.values())).keys()) if cols else []
-    head = '| features | ' + ' | '.join(f'R@{k}' if p == 'retrieval' else p for p, k in cols) + ' |'
-    rows = [head, '|' + '---|' * (len(cols) + 1)]
-    for key in keys:
-        cells = [results[p][key].get(k, float('nan')) if p == 'retrieval' else results[p][key] for p, k in cols]
-        rows.append(f'| {key} | ' + ' | '.join(f'{100 * v:.1f}' for v in cells) + ' |')
-    for key, r in results.get('finetune', {}).items(): rows.append(f'\nFinetuned ({key}): top-1 {100 * r["top1"]:.1f}, top-5 {100 * r["top5"]:.1f}')
-    return '\n'.join(rows) if cols else '\n'.join(rows[2:])
+def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value}}}, as `evaluate` returns
+    "Markdown: one row per feature key, one column per protocol and metric, in %."
+    cols = [(p, m) for p, by_key in results.items() for m in dict.fromkeys(m for r in by_key.values() for m in r)]
+    keys = list(dict.fromkeys(k for by_key in results.values() for k in by_key))
+    rows = ['| features | ' + ' | '.join(m if p == 'retrieval' else f'{p} {m}' for p, m in cols) + ' |', '|' + '---|' * (len(cols) + 1)]
+    for key in keys: rows.append(f'| {key} | ' + ' | '.join(f'{100 * results[p][key][m]:.1f}' if m in results[p].get(key, {}) else '–' for p, m in cols) + ' |')
+    return '\n'.join(rows)
 
 # %% ../nbs/06_eval.ipynb #abef8b03
 @call_parse
 def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or random:<backbone>
-             dataset:str='synthetic',     # synthetic, ucf101, hmdb51, folder, csv
-             data_root:str='hdc_data/synthetic', # the videos
-             annotations:str=None,        # split files (ucf101, hmdb51)
+             dataset:str='synthetic',     # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
+             data_root:str='hdc_data/synthetic', # the videos (csv, list: the file)
+             annotations:str=None,        # split files (ucf101, hmdb51), label map (list), CSV or folder of CSVs (kinetics)
+             test_root:str=None,          # the test set, where data_root has no test part: a folder, CSV or list file
              split:int=1,                 # official split
              factor:str='motion',         # synthetic: the label, motion or appearance
              protocols:str='retrieval,knn,linear', # comma-separated: retrieval, knn, linear, finetune
@@ -210,24 +223,29 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
             ):
     "Evaluate a checkpoint: retrieval R@k, kNN, linear probe, finetuning; writes JSON and markdown."
     model, cfg = load_model(checkpoint)
-    results = evaluate(model, dataset, data_root, tuple(_items(protocols)), annotations, split, factor, cfg['num_frames'], cfg['stride'],
-                       cfg['crop_size'], cfg['decode_size'], clips_per_video, crops, finetune_epochs, workers=workers)
+    try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg['num_frames'], stride=cfg['stride'],
+                                           size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops)
+    except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
+    results = evaluate(model, train_set, test_set, tuple(_items(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'), workers=workers)
     stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:') else Path('.'))/f'eval_{dataset}_{factor}'
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, split=split, factor=factor, results=results), indent=1))
-    stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n' + results_table(results) + '\n')
+    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, split=split, factor=factor, train_videos=len(train_set),
+                                                         test_videos=len(test_set), queries=[rel for rel, _ in test_set.samples], results=results), indent=1))
+    stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(test_set)} test videos (queries), '
+                                       f'{len(train_set)} train videos (gallery)\n\n' + results_table(results) + '\n')
     print(results_table(results)); print(f'written: {stem}.json, {stem}.md')
 
 # %% ../nbs/06_eval.ipynb #6820affe
-def demo_tables(checkpoint:str, data_root, clips_per_video:int=4, progress:bool=True)->tuple[str, dict]:
+def demo_tables(checkpoint:str, data_root, clips_per_video:int=4, workers:int=2, progress:bool=True)->tuple[str, dict]:
     "Markdown tables of the pretrained and a random-init model on both synthetic factors, and the raw results."
     model, cfg = load_model(checkpoint)
     random_model, _ = load_model(f"random:{cfg['backbone']}")
     sections, raw = ['## Evaluation', '', f'Synthetic test split as queries, train split as gallery; {clips_per_video} clips per video; accuracies in %.', ''], {}
     for factor in ('motion', 'appearance'):
         for name, m in (('HDC', model), ('random init', random_model)):
-            res = evaluate(m, 'synthetic', data_root, ('retrieval', 'knn', 'linear'), factor=factor, num_frames=cfg['num_frames'], stride=cfg['stride'],
-                           size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, progress=progress)
+            sets = eval_splits('synthetic', data_root, factor=factor, num_frames=cfg['num_frames'], stride=cfg['stride'], size=cfg['crop_size'],
+                               decode_size=cfg['decode_size'], clips_per_video=clips_per_video)
+            res = evaluate(m, *sets, workers=workers, progress=progress)
             raw[f'{name}/{factor}'] = res
             sections += [f'### {name}, label: {factor}', '', results_table(res), '']
     return '\n'.join(sections), raw

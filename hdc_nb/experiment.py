@@ -10,16 +10,16 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .data import SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, make_synthetic, prepare_cache
-from .augment import AUG_PRESETS, RECIPES, SpatialAug
+from .data import SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
+from .augment import AUG_PRESETS, RECIPES, SpatialAug, get_recipe
 from .train import Trainer, make_config, build_model, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
-__all__ = ['EXPERIMENT_BASE', 'ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'clips_per_video', 'arm_config', 'evaluate_factors',
-           'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data',
-           'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy',
-           'experiment_report', 'hdc_experiment']
+__all__ = ['EXPERIMENT_BASE', 'ARMS', 'MAIN_ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'clips_per_video', 'arm_config',
+           'evaluate_factors', 'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm',
+           'prepare_experiment_data', 'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment',
+           'plot_subtask_accuracy', 'experiment_report', 'hdc_experiment']
 
 # %% ../nbs/08_tutorial.ipynb #cf4c0336
 EXPERIMENT_BASE = dict(dataset='synthetic', backbone='tiny3d', num_frames=8, stride=2, crop_size=32, decode_size=36, sc_gap_min=8,
@@ -44,14 +44,18 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., + other-time negatives': dict(weight_mode='invariance', hard_negatives='reverse,other_time'),
     'HDC inv., temperature 0.1': dict(weight_mode='invariance', temperature=0.1),
     'HDC, TC terms weighted x3': dict(loss_weights='tc/layer2=3,tc/layer3=3,tc/layer4=3'),
+    'HDC inv., shared views': dict(weight_mode='invariance', share_views=True),
+    'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
+    'HDC inv., SC shuffled': dict(weight_mode='invariance', sc_temporal='shuffle'),
+    'SC only, still': dict(recipe='sc_only', sc_temporal='still'),
 }
+MAIN_ARMS = ('random init', 'whole', 'SC only', 'TC only', 'HDC invariance', 'HDC inv., shared views', 'HDC inv., SC still', 'SC only, still')  # the v2 table
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
 def clips_per_video(changes:dict)->int:
-    "Clips a run embeds per video in a step: 2 per subtask, plus TC's hard negatives."
+    "Clips a run embeds per video in a step (its recipe's `views_per_video`)."
     cfg = EXPERIMENT_BASE | changes
-    subtasks = RECIPES[cfg.get('recipe', 'hdc')].subtasks
-    return 2 * len(subtasks) + len(_items(cfg['hard_negatives'])) * ('tc' in subtasks)
+    return get_recipe(cfg.get('recipe', 'hdc'), hard_negatives=tuple(_items(cfg['hard_negatives'])), share_views=cfg.get('share_views', False)).views_per_video
 
 def arm_config(arm:str,              # a key of `ARMS`
                seed:int,             # the run's seed (data order, augmentation, initialisation)
@@ -75,24 +79,30 @@ def evaluate_factors(model,                # an HDCModel
                      data_root, cache=None, # the synthetic dataset and its cache
                      num_frames:int=8, stride:int=2, size:int=32, decode_size:int=36,
                      clips:int=4,            # uniformly spaced clips per video
-                     workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'1': r, '5': r}}}}
-    "Linear probe and kNN on both factors, and motion retrieval, for every feature key of `model`."
+                     levels:tuple|None=None, # probe the feature keys at these levels (default: all)
+                     workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'R@1': r, 'R@5': r}}}}
+    "Linear probe and kNN on both factors, and motion retrieval, for every feature key of `model` (at `levels`)."
     split = lambda train, factor: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=UniformClips(num_frames, stride, num_clips=clips),
                                                 transform=EvalClips(size), size=decode_size, cache=cache)
+    check_disjoint(split(True, 'motion'), split(False, 'motion'))
     (train_f, _), (test_f, _) = [extract_features(model, split(t, 'motion'), workers=workers, progress=False) for t in (True, False)]
+    keep = lambda k: levels is None or k.split('/')[1] in levels
+    train_f, test_f = {k: v for k, v in train_f.items() if keep(k)}, {k: v for k, v in test_f.items() if keep(k)}
     out = {}
     for factor in FACTORS:
         ytr, yte = [torch.tensor([label for _, label in split(t, factor).samples]) for t in (True, False)]
-        out[factor] = dict(linear={k: linear_probe(train_f[k].numpy(), ytr.numpy(), test_f[k].numpy(), yte.numpy())['accuracy'] for k in train_f},
+        out[factor] = dict(linear={k: linear_probe(train_f[k], ytr, test_f[k], yte)['top1'] for k in train_f},
                            knn={k: knn_accuracy(train_f[k], ytr, test_f[k], yte) for k in train_f})
-        if factor == 'motion':   # string keys, as they read back from result.json
-            out[factor]['retrieval'] = {k: {str(n): r for n, r in retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5)).items()} for k in train_f}
+        if factor == 'motion':
+            out[factor]['retrieval'] = {k: retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5)) for k in train_f}
     return out
 
 # %% ../nbs/08_tutorial.ipynb #09163777
 def supervised_reference(data_root, cache=None,
                          factor:str='motion',   # the label trained on and tested
-                         epochs:int=40, seed:int=0,
+                         epochs:int=60, seed:int=0,
+                         aug:str='mild',        # augmentation preset of the training clips
+                         batch_size:int=16,
                          **changes)->float:     # changes to EXPERIMENT_BASE (clip size, ...)
     "Test top-1 of a random-init backbone finetuned on `factor`'s labels."
     cfg = EXPERIMENT_BASE | changes
@@ -100,15 +110,15 @@ def supervised_reference(data_root, cache=None,
     model = build_model(make_config(cfg, check_paths=False))
     split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler, transform=transform,
                                                             size=cfg['decode_size'], cache=cache)
-    train_set = split(True, RandomClip(cfg['num_frames'], cfg['stride']), TrainClips(SpatialAug(**AUG_PRESETS['none'] | dict(size=cfg['crop_size']))))
+    train_set = split(True, RandomClip(cfg['num_frames'], cfg['stride']), TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip']))))
     test_set = split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size']))
-    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=0.05, batch_size=32, workers=0, progress=False, seed=seed)['top1']
+    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=0.05, batch_size=batch_size, workers=0, progress=False, seed=seed)['top1']
 
-def supervised_references(out_dir, data_root, epochs:int=40, **changes)->dict:
+def supervised_references(out_dir, data_root, preset:str='v2', epochs:int=60, **changes)->dict:
     "`supervised_reference` on both factors, computed once and kept in out_dir/supervised.json."
     path = Path(out_dir)/'supervised.json'
     if path.exists(): return json.loads(path.read_text())
-    cache = prepare_experiment_data(data_root, decode_size=(EXPERIMENT_BASE | changes)['decode_size'])
+    cache = prepare_experiment_data(data_root, preset, decode_size=(EXPERIMENT_BASE | changes)['decode_size'])
     refs = {factor: supervised_reference(data_root, cache, factor, epochs, **changes) for factor in FACTORS}
     path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(refs))
     return refs
@@ -131,7 +141,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
         trainer = Trainer(make_config(values))
         trainer.fit()
         model, steps, last = trainer.model, values['steps'], trainer.history[-1]
-    evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'])
+    evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'], levels=model.levels[-1:])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
                   train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +150,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     return result
 
 # %% ../nbs/08_tutorial.ipynb #7d6e4be7
-def prepare_experiment_data(data_root, preset:str='demo', decode_size:int=36)->Path:
+def prepare_experiment_data(data_root, preset:str='v2', decode_size:int=36)->Path:
     "Make the synthetic dataset (if absent) and its npy cache at `decode_size`; the cache folder."
     data_root = Path(data_root)
     if not (data_root/'train.csv').exists(): make_synthetic(data_root, **SYNTHETIC_PRESETS[preset])
@@ -150,15 +160,15 @@ def prepare_experiment_data(data_root, preset:str='demo', decode_size:int=36)->P
 
 def _run(args): return run_arm(*args[:5], **args[5])
 
-def run_experiment(out_dir='hdc_runs/experiment', data_root='hdc_data/synthetic', arms=tuple(ARMS), seeds:int=3,
-                   clip_budget:int=40_000, jobs:int=2, preset:str='demo', progress:bool=True, **changes)->list[dict]:
+def run_experiment(out_dir='hdc_runs/experiment_v2', data_root='hdc_data/synthetic_v2', arms=MAIN_ARMS, seeds:int=3,
+                   clip_budget:int=40_000, jobs:int=2, preset:str='v2', progress:bool=True, **changes)->list[dict]:
     "Every (arm, seed), resumable; the list of results, arm by arm."
     from tqdm.auto import tqdm
     cfg = EXPERIMENT_BASE | changes
     cache = prepare_experiment_data(data_root, preset, cfg['decode_size'])
     todo = [(a, s, out_dir, data_root, cache, dict(clip_budget=clip_budget, threads=max(1, (os.cpu_count() or 1) // jobs)) | changes)
-            for a in arms for s in range(seeds)]
-    todo.sort(key=lambda t: ARMS[t[0]] is None)     # untrained arms last: the longest first keeps both jobs busy
+            for s in range(seeds) for a in arms]
+    todo.sort(key=lambda t: ARMS[t[0]] is None)     # seed by seed (a whole first table early), untrained arms last
     bar = tqdm(total=len(todo), desc='runs', disable=not progress)
     if jobs == 1: results = [(_run(t), bar.update())[0] for t in todo]
     else:
@@ -191,7 +201,7 @@ def experiment_rows(results:list[dict], level:str='layer4', metric:str='linear')
         for head in ('sc', 'tc'):
             for f in FACTORS:
                 if f'{head}/{level}' in r['eval'][f][metric]: row.setdefault(f'{head.upper()} {f}', []).append(r['eval'][f][metric][f'{head}/{level}'])
-        for n in ('1', '5'): row.setdefault(f'R@{n} motion', []).append(r['eval']['motion']['retrieval'][key][n])
+        for n in ('R@1', 'R@5'): row.setdefault(f'{n} motion', []).append(r['eval']['motion']['retrieval'][key][n])
     return list(rows.values())
 
 TABLE_COLUMNS = ('backbone appearance', 'backbone motion', 'backbone mean', 'heads appearance', 'heads motion', 'heads mean',
@@ -262,22 +272,23 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
     return out/'table.md'
 
 @call_parse
-def hdc_experiment(out_dir:str='hdc_runs/experiment',        # runs, results.json, table.md, figure.png
-                   data_root:str='hdc_data/synthetic',       # the synthetic dataset (made here if absent)
+def hdc_experiment(out_dir:str='hdc_runs/experiment_v2',     # runs, results.json, table.md, figure.png
+                   data_root:str='hdc_data/synthetic_v2',    # the synthetic dataset (made here if absent)
+                   preset:str='v2',                          # its preset (demo: the first benchmark, for the record)
                    seeds:int=3,                              # seeds per arm
                    clip_budget:int=40_000,                   # clips through the network per run
                    jobs:int=2,                               # runs at a time (each in its own process)
                    quick:bool=False,                         # the 3-minute variant (tiny data, 3 arms, 1 seed)
-                   arms:str=None,                            # comma-separated arm names (default: all of ARMS)
+                   arms:str=None,                            # comma-separated arm names (default: MAIN_ARMS; all: every arm)
                   ):
     "Run every arm of the decoupling experiment, resumably, and write the table and figure."
     start = time.perf_counter()
     if quick: results = run_experiment(out_dir, data_root, QUICK['arms'], QUICK['seeds'], QUICK['clip_budget'], jobs, QUICK['preset'], **QUICK['changes'])
     else:
-        chosen = tuple(a.strip() for a in arms.split(',')) if arms else tuple(ARMS)
+        chosen = tuple(ARMS) if arms == 'all' else tuple(a.strip() for a in arms.split(',')) if arms else MAIN_ARMS
         unknown = [a for a in chosen if a not in ARMS]
         if unknown: raise SystemExit(f"unknown arms {unknown}; the arms are {list(ARMS)}")
-        results = run_experiment(out_dir, data_root, chosen, seeds, clip_budget, jobs)
-    supervised = None if quick else supervised_references(out_dir, data_root)
+        results = run_experiment(out_dir, data_root, chosen, seeds, clip_budget, jobs, preset)
+    supervised = None if quick else supervised_references(out_dir, data_root, preset)
     Path(out_dir, 'results.json').write_text(json.dumps(results, indent=1))
     print(f"table: {experiment_report(results, out_dir, time.perf_counter() - start, supervised)}")

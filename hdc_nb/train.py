@@ -41,6 +41,8 @@ class TrainConfig:
     sc_aug:str='mild'                # augmentation preset of the SC views: mild, strong or none
     tc_aug:str='strong'              # augmentation preset of the TC views (and of the whole baseline's)
     hard_negatives:str=''            # comma-separated TC hard negatives: reverse, shuffle, other_time, speed
+    sc_temporal:str=''               # time transform of the SC views: '' (none), shuffle, or still (one frame held): motion cannot match them
+    share_views:bool=False           # TC's first view is SC's first view (one clip fewer to embed per video)
     flip:bool=True                   # horizontal flips (set False where direction is a label)
     aug_on_gpu:bool=False            # photometric augmentation on the GPU, per clip, on whole batches
     # model
@@ -84,7 +86,7 @@ class TrainConfig:
     progress:bool=True               # show a progress bar
 
 # %% ../nbs/05_train.ipynb #c9738e98
-CHOICES = dict(dataset=DATASET_KINDS, sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
+CHOICES = dict(dataset=DATASET_KINDS, sc_temporal=('', 'shuffle', 'still'), sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
                optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'), on_nonfinite=('stop', 'skip'))
 POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every', 'ckpt_every', 'keep_last', 'queue_size')
 
@@ -177,23 +179,25 @@ class ContrastStep(nn.Module):
         super().__init__()
         self.model, self.bn_batch = model, bn_batch
 
-    def embed(self, net, x:torch.Tensor, subtask:str)->dict:
-        "{level: (N,D)} of `net` on clips `x`, in groups of `bn_batch`."
+    def embed(self, net, x:torch.Tensor, subtasks:tuple)->dict:
+        "{subtask: {level: (N,D)}} of `net` on clips `x` (one backbone pass for all `subtasks`), in groups of `bn_batch`."
         size = self.bn_batch or len(x)
-        parts = [net(chunk, (subtask,))[subtask] for chunk in x.split(size)]
-        return {l: torch.cat([p[l] for p in parts]) for l in parts[0]}
+        parts = [net(chunk, subtasks) for chunk in x.split(size)]
+        return {s: {l: torch.cat([p[s][l] for p in parts]) for l in parts[0][s]} for s in subtasks}
 
     def forward(self, batch:dict, key_net=None)->tuple[dict, dict, dict]:
         q, k, hard = {}, {}, {}
+        if 'sc' in batch and 'tc' in batch and batch['tc'].shape[1] == 1:   # shared views: SC's first view is TC's too
+            q = self.embed(self.model, batch['sc'][:, 0], ('sc', 'tc'))
         for s in self.model.subtasks:
             views = batch[s]
-            q[s] = self.embed(self.model, views[:, 0], s)
-            if key_net is None: k[s] = self.embed(self.model, views[:, 1], s)
+            if s not in q: q[s] = self.embed(self.model, views[:, 0], (s,))[s]
+            if key_net is None: k[s] = self.embed(self.model, views[:, -1], (s,))[s]
             else:
-                with torch.no_grad(): k[s] = self.embed(key_net, views[:, 1], s)
+                with torch.no_grad(): k[s] = self.embed(key_net, views[:, -1], (s,))[s]
             if f'{s}_hard' in batch:
                 h = batch[f'{s}_hard']
-                hard[s] = {l: z.unflatten(0, h.shape[:2]) for l, z in self.embed(self.model, h.flatten(0, 1), s).items()}
+                hard[s] = {l: z.unflatten(0, h.shape[:2]) for l, z in self.embed(self.model, h.flatten(0, 1), (s,))[s].items()}
         return q, k, hard
 
 # %% ../nbs/05_train.ipynb #70fb0929
@@ -255,7 +259,7 @@ class Trainer:
         cfg = self.cfg
         self.recipe = get_recipe(cfg.recipe, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size,
                                  sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max), hard_negatives=tuple(_items(cfg.hard_negatives)),
-                                 sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug,
+                                 sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug, sc_temporal=cfg.sc_temporal, share_views=cfg.share_views,
                                  flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
             if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['demo'])
@@ -396,7 +400,7 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
     if self.rank == 0:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out/'config.json').write_text(json.dumps(asdict(cfg), indent=1))
-    views_per_item = sum(2 for _ in self.recipe.subtasks) + len(self.recipe.hard_negatives) * ('tc' in self.recipe.subtasks)
+    views_per_item = self.recipe.views_per_video
     bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0 or not cfg.progress, desc='pretraining', dynamic_ncols=True)
     batches, wait, t_log, clips = iter(self.loader(self.step, stop)), 0.0, time.perf_counter(), 0
     self.model.train(); self.criterion.train()
