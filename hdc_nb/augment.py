@@ -50,6 +50,7 @@ AUG_PRESETS = {
     'mild':   dict(crop_scale=(0.5, 1.0), jitter_p=0.3, jitter=(0.2, 0.2, 0.2, 0.02), grayscale_p=0.0, blur_p=0.0),
     'strong': dict(crop_scale=(0.2, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, blur_p=0.5),
     'none':   dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0),
+    'colour': dict(crop_scale=(0.5, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, blur_p=0.0),   # strong colour, mild geometry
 }
 
 # %% ../nbs/02_augment.ipynb #b49d0bbb

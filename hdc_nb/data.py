@@ -367,11 +367,12 @@ def _hsv(h:float, s:float, v:float)->np.ndarray:
 def synthetic_backgrounds(count:int, size:int, seed:int,
                           level:float=115,      # mean grey level
                           spread:float=1.0,     # scale of the colour noise and the gradient around it
+                          grain:int=5,          # cells of the colour noise across the background (more: finer texture)
                          )->list[np.ndarray]:
-    "A pool of smooth random backgrounds: low-frequency colour noise plus a gradient."
+    "A pool of random backgrounds: smooth colour noise plus a gradient."
     rng, pool = np.random.default_rng(seed), []
     for _ in range(count):
-        low = torch.tensor(rng.normal(size=(1, 3, 5, 5)), dtype=torch.float32)
+        low = torch.tensor(rng.normal(size=(1, 3, grain, grain)), dtype=torch.float32)
         smooth = torch.nn.functional.interpolate(low, size=(size, size), mode='bicubic', align_corners=True)[0].permute(1, 2, 0).numpy()
         yy, xx = np.mgrid[0:size, 0:size] / size
         pool.append(np.clip(level + spread * 28 * smooth + spread * 30 * (rng.normal() * xx + rng.normal() * yy)[..., None], 0, 255))
@@ -476,6 +477,7 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
                    codec:str='mpeg4',        # encoder (MPEG-4 Part 2 in AVI, as UCF101)
                    background_level:float=115, # mean grey level of the backgrounds
                    background_spread:float=1.0,# their variation around it
+                   background_grain:int=5,   # cells of their colour noise across (more: finer texture)
                    render:dict|None=None,    # options of `render_video` (radius, palette, hue_drift, light_drift, pan)
                   )->Path:
     "Write the synthetic two-factor dataset as encoded videos, UCF101 split files and train/test metadata CSVs."
@@ -484,7 +486,7 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
     shapes, moves = SHAPES[:appearances], MOTIONS[:motions]
     root = Path(root); (root/'ucfTrainTestlist').mkdir(parents=True, exist_ok=True)
     render = render or {}
-    pool = synthetic_backgrounds(backgrounds, size + math.ceil(render.get('pan', 0) * size), seed, background_level, background_spread)
+    pool = synthetic_backgrounds(backgrounds, size + math.ceil(render.get('pan', 0) * size), seed, background_level, background_spread, background_grain)
     classes = [m.title().replace('_', '') for m in moves] if label == 'motion' else [s.title() for s in shapes]
     rows, n_test = [], round(videos_per_pair * test_fraction)
     pairs = [(a, m) for a in range(len(shapes)) for m in range(len(moves))]

@@ -12,20 +12,17 @@ import numpy as np, torch
 from fastcore.script import call_parse
 from .data import SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, RECIPES, SpatialAug, get_recipe
-from .train import Trainer, make_config, build_model, _items
+from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, make_config, build_model, plot_history, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
-__all__ = ['EXPERIMENT_BASE', 'ARMS', 'MAIN_ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'clips_per_video', 'arm_config',
-           'evaluate_factors', 'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm',
+__all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'DEMO_BAR', 'clips_per_video',
+           'arm_config', 'evaluate_factors', 'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm',
            'prepare_experiment_data', 'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment',
-           'plot_subtask_accuracy', 'experiment_report', 'hdc_experiment']
+           'plot_subtask_accuracy', 'experiment_report', 'hdc_experiment', 'demo_report', 'hdc_demo']
 
 # %% ../nbs/08_tutorial.ipynb #cf4c0336
-EXPERIMENT_BASE = dict(dataset='synthetic', backbone='tiny3d', num_frames=8, stride=2, crop_size=32, decode_size=36, sc_gap_min=8,
-                       flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
-                       batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2,
-                       workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False, progress=False, device='cpu')
+EXPERIMENT_BASE = SYNTHETIC_BASE | dict(workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False, progress=False, device='cpu')
 
 ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_like' gives an arm another arm's step count
     'random init': None,
@@ -37,7 +34,7 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'TC only (equal steps)': dict(recipe='tc_only', steps_like='HDC uniform'),
     'SC+TC, one level': dict(levels='layer4'),
     'HDC uniform': dict(),
-    'HDC invariance': dict(weight_mode='invariance'),
+    'HDC invariance': BEST_RECIPE,                 # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
     'HDC learned': dict(weight_mode='learned'),
     'HDC inv., TC strong aug': dict(weight_mode='invariance', tc_aug='strong'),
     'HDC inv., no reverse negatives': dict(weight_mode='invariance', hard_negatives=''),
@@ -48,7 +45,10 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
     'HDC inv., SC shuffled': dict(weight_mode='invariance', sc_temporal='shuffle'),
     'SC only, still': dict(recipe='sc_only', sc_temporal='still'),
+    'HDC inv., SC still, colour aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='colour'),
+    'HDC uniform, SC still': dict(sc_temporal='still'),
 }
+DEMO_ARM = 'HDC invariance'
 MAIN_ARMS = ('random init', 'whole', 'SC only', 'TC only', 'HDC invariance', 'HDC inv., shared views', 'HDC inv., SC still', 'SC only, still')  # the v2 table
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
@@ -292,3 +292,40 @@ def hdc_experiment(out_dir:str='hdc_runs/experiment_v2',     # runs, results.jso
     supervised = None if quick else supervised_references(out_dir, data_root, preset)
     Path(out_dir, 'results.json').write_text(json.dumps(results, indent=1))
     print(f"table: {experiment_report(results, out_dir, time.perf_counter() - start, supervised)}")
+
+# %% ../nbs/08_tutorial.ipynb #ff37c6f3
+DEMO_BAR = dict(motion=0.20, appearance=0.10)   # gain over random init (linear probe, pooled last level) that counts as learned
+
+def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM and of random init
+                out_dir, wall_s:float)->tuple[Path, str]:
+    "report.md, results.json and curves.png of the demo in `out_dir`; and its one-line verdict."
+    out, key = Path(out_dir), f"pooled/{_head_key(trained, 'layer4').split('/')[1]}"
+    (out/'results.json').write_text(json.dumps({f'{name}/{f}': r['eval'][f] for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS}, indent=1))
+    gain = {f: trained['eval'][f]['linear'][key] - random_init['eval'][f]['linear'][key] for f in FACTORS}
+    learned = all(gain[f] >= DEMO_BAR[f] for f in FACTORS)
+    verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: HDC is {100 * gain['motion']:+.1f} points over random init on motion "
+               f"and {100 * gain['appearance']:+.1f} on appearance (linear probe, {key}; the bar is +{100 * DEMO_BAR['motion']:.0f} and +{100 * DEMO_BAR['appearance']:.0f}).")
+    plot_history([json.loads(l) for l in (out/arm_slug(trained['arm'])/f"seed{trained['seed']}"/'metrics.jsonl').read_text().splitlines()], out/'curves.png')
+    rows = [f"| {k} | " + ' | '.join(f"{100 * r['eval'][f][m].get(k, float('nan')):.1f}" for f in FACTORS for m in ('linear', 'knn') for r in (trained, random_init)) + ' |'
+            for k in trained['eval']['motion']['linear']]
+    lines = ['# hdc_demo', '', f'**{verdict}**', '', f"- recipe: arm `{trained['arm']}` of the decoupling experiment ({json.dumps(ARMS[trained['arm']])} on its base), "
+             f"{trained['steps']} steps of {trained['config']['batch_size']} videos, `{trained['config']['backbone']}`, "
+             f"{trained['config']['num_frames']}x{trained['config']['crop_size']}x{trained['config']['crop_size']} clips",
+             f"- data: `{trained['config']['data_root']}` (test split as queries / probe test set, train split as gallery / probe train set)",
+             f"- wall time {wall_s / 60:.1f} min from the start of this invocation", '',
+             '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN') for n in ('HDC', 'random')) + ' |',
+             '|---|' + '---|' * 8, *rows, '', 'Accuracies in %; chance is 25 (appearance) and 12.5 (motion).', '', '![training curves](curves.png)', '']
+    (out/'report.md').write_text('\n'.join(lines))
+    return out/'report.md', verdict
+
+@call_parse
+def hdc_demo(out_dir:str='hdc_runs/demo',              # where the runs, report.md and results.json go
+             data_root:str='hdc_data/synthetic_v2',    # the synthetic dataset (made here if absent)
+             clip_budget:int=40_000,                   # clips through the network (the experiment's budget)
+             seed:int=0):
+    "Make the v2 synthetic dataset if absent, pretrain the best HDC recipe with tiny3d on the CPU, evaluate it and a random-init network, write the report."
+    start = time.perf_counter()
+    cache = prepare_experiment_data(data_root, 'v2', EXPERIMENT_BASE['decode_size'])
+    trained, random_init = [run_arm(arm, seed, out_dir, data_root, cache, clip_budget, threads=os.cpu_count(), progress=True) for arm in (DEMO_ARM, 'random init')]
+    report, verdict = demo_report(trained, random_init, out_dir, time.perf_counter() - start)
+    print(f"report: {report}\n{verdict}")

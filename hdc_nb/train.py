@@ -17,17 +17,18 @@ from .model import BACKBONES, HDCModel, MomentumEncoder
 from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 
 # %% auto #0
-__all__ = ['CHOICES', 'POSITIVE', 'CONFIGS', 'hdc_pretrain', 'TrainConfig', 'validate', 'make_config', 'StepSampler',
-           'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'Trainer', 'plot_history', 'write_report']
+__all__ = ['CHOICES', 'POSITIVE', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS', 'hdc_pretrain', 'TrainConfig', 'validate',
+           'make_config', 'StepSampler', 'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'Trainer',
+           'plot_history', 'write_report']
 
 # %% ../nbs/05_train.ipynb #26b96a79
 @dataclass
 class TrainConfig:
     "Everything that defines a pretraining run."
     # data
-    dataset:str='synthetic'          # synthetic, ucf101, hmdb51, folder, csv
-    data_root:str='hdc_data/synthetic' # the videos (for csv: the CSV file)
-    annotations:str=None             # split files of ucf101 / hmdb51 (default: the usual folder under data_root)
+    dataset:str='synthetic'          # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
+    data_root:str='hdc_data/synthetic_v2' # the videos (csv, list: the file)
+    annotations:str=None             # split files of ucf101 / hmdb51 (default: the usual folder under data_root), label map (list), CSV (kinetics)
     split:int=1                      # official split
     cache:str=None                   # a folder written by hdc_prepare_cache
     decode_size:int=None             # short side at decode (default: 8/7 of crop_size)
@@ -138,12 +139,14 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
     return validate(TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()}), check_paths)
 
 # %% ../nbs/05_train.ipynb #52e35bac
-_DEMO = dict(dataset='synthetic', data_root='hdc_data/synthetic', backbone='tiny3d', num_frames=8, stride=2, crop_size=56,
-             decode_size=64, sc_gap_min=12, flip=False, batch_size=32, steps=300, lr=0.05, warmup_steps=20, temperature=0.2,
-             weight_mode='invariance', workers=2, log_every=10, ckpt_every=100, out_dir='hdc_runs/demo')
+SYNTHETIC_BASE = dict(dataset='synthetic', data_root='hdc_data/synthetic_v2', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
+                      decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
+                      batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2)  # the decoupling experiment's base (08)
+BEST_RECIPE = dict(weight_mode='invariance')   # what the experiment's best arm changes in that base: the demo's recipe
+_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=250, workers=0, log_every=10, ckpt_every=125, out_dir='hdc_runs/demo')
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
               weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
-CONFIGS = {'demo_cpu': _DEMO} | {
+CONFIGS = {'demo_cpu': _DEMO, 'synthetic_base': SYNTHETIC_BASE} | {
     f'{data}_{net}': _PAPER | dict(dataset='ucf101' if data == 'ucf101' else 'folder', backbone=backbone,
                                    data_root=f'data/{data}', steps=steps, out_dir=f'hdc_runs/{data}_{net}')
     for data, steps in (('ucf101', 40_000), ('k400', 200_000))
@@ -262,7 +265,7 @@ class Trainer:
                                  sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug, sc_temporal=cfg.sc_temporal, share_views=cfg.share_views,
                                  flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
-            if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['demo'])
+            if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['v2'])
             if self.world > 1: dist.barrier()
         self.dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.annotations, cfg.split, train=True, sampler=self.recipe.sampler(),
                                      transform=self.recipe, size=cfg.decode_size or round(cfg.crop_size * 8 / 7), cache=cfg.cache, seed=cfg.seed)
