@@ -14,7 +14,7 @@ from .video import VideoDecodeError, probe, read_frames, resize_short_side, writ
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'TEST_PARTS', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'NUISANCES', 'CACHE_SUFFIX', 'DATASET_KINDS',
            'read_ucf101_split', 'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips', 'ClipPair',
-           'SameSpan', 'VideoDataset', 'UCF101', 'HMDB51', 'FolderDataset', 'CSVDataset', 'shared_videos',
+           'SameSpan', 'VideoDataset', 'UCF101', 'HMDB51', 'NoTestSet', 'FolderDataset', 'CSVDataset', 'shared_videos',
            'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
            'synthetic_backgrounds', 'render_video', 'make_synthetic', 'synthetic_dataset', 'linear_probe_accuracy',
            'nuisance_audit', 'prepare_cache', 'build_dataset', 'hdc_synth', 'hdc_prepare_cache']
@@ -22,7 +22,7 @@ __all__ = ['VIDEO_SUFFIXES', 'TEST_PARTS', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESE
 # %% ../nbs/01_data.ipynb #2edf3d6c
 def _lines(path:Path)->list[str]:
     "Non-empty lines of a text file, whatever its line endings."
-    if not Path(path).exists(): raise FileNotFoundError(f"{path}: split file not found")
+    if not Path(path).exists(): raise FileNotFoundError(f"{path}: no such annotation file")
     return [l.strip() for l in Path(path).read_text().splitlines() if l.strip()]
 
 def read_ucf101_split(annotation_dir,      # folder with classInd.txt, trainlist0k.txt, testlist0k.txt
@@ -204,21 +204,25 @@ class HMDB51(VideoDataset):
         super().__init__(root, samples, classes, **kwargs)
 
 VIDEO_SUFFIXES = ('.avi', '.mp4', '.mkv', '.webm', '.mov')
-TEST_PARTS = ('val', 'validate', 'test')   # names of a test split, in order of preference
+TEST_PARTS = ('val', 'validate', 'validation', 'test')   # names of a test split, in order of preference
 
 def _video_files(folder:Path)->list[Path]:
     "Every video file under `folder`, recursively, sorted."
     return [p for p in sorted(Path(folder).rglob('*')) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
 
+class NoTestSet(ValueError):
+    "A collection that holds one part only: its test set must come from elsewhere."
+
 def _no_test_set(source, what:str):
-    raise ValueError(f"{source}: {what}, so there is no test set here; evaluate with a separate test set (hdc_eval --test_root)")
+    raise NoTestSet(f"{source}: {what}, so there is no test set here; evaluate with a separate test set (hdc_eval --test_root)")
 
 def _labels_of(names:list, classes:list|None, source)->tuple[list, list]:
     "Integer labels of class names (or integer strings) and the class list: `classes` if given, else the names found, sorted."
-    if classes is None:
-        numeric = all(n.lstrip('-').isdigit() for n in names)
-        classes = [str(c) for c in sorted({int(n) for n in names})] if numeric else sorted(set(names))
-        names = [str(int(n)) for n in names] if numeric else names
+    if any(n == '' for n in names): raise ValueError(f"{source}: {names.count('')} blank labels")
+    numeric = all(n.lstrip('-').isdigit() for n in names)
+    if numeric: names = [str(int(n)) for n in names]                  # '01' and '1' are one class
+    if classes is None: classes = [str(c) for c in sorted({int(n) for n in names})] if numeric else sorted(set(names))
+    elif numeric and all(str(c).lstrip('-').isdigit() for c in classes): classes = [str(int(c)) for c in classes]
     index = {c: i for i, c in enumerate(classes)}
     unknown = sorted(set(names) - set(index))
     if unknown: raise ValueError(f"{source}: labels {unknown[:5]} are not among the classes {list(classes)[:10]}")
@@ -226,10 +230,11 @@ def _labels_of(names:list, classes:list|None, source)->tuple[list, list]:
 
 def _split_rows(rows:list[dict], train:bool, source)->list[dict]:
     "The rows of the train split, or of the test split (the first of TEST_PARTS present), by the `split` column."
-    present = {r['split'].strip() for r in rows}
+    split = lambda r: (r.get('split') or '').strip().lower()
+    present = {split(r) for r in rows}
     wanted = 'train' if train else next((p for p in TEST_PARTS if p in present), None)
     if wanted is None: _no_test_set(source, f"its split column holds only {sorted(present)}")
-    picked = [r for r in rows if r['split'].strip() == wanted]
+    picked = [r for r in rows if split(r) == wanted]
     if not picked: raise ValueError(f"{source}: no rows of split 'train' (splits present: {sorted(present)})")
     return picked
 
@@ -246,12 +251,14 @@ class FolderDataset(VideoDataset):
             classes = classes or [d.name for d in sorted((root/'train').iterdir()) if d.is_dir() and _video_files(d)]
         elif not train: _no_test_set(root, "it has no val/ or test/ sub-folder")
         else: part = root
+        videos = {d.name: _video_files(d) for d in sorted(part.iterdir()) if d.is_dir() and not d.name.startswith('.')}
+        videos = {c: vs for c, vs in videos.items() if vs}           # folders without videos (split files, ...) are no class
         loose = [p for p in part.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-        if loose:                             # videos at the top: an unlabelled collection, every video one item
+        if part == root and set(videos) & set(TEST_PARTS):
+            raise ValueError(f"{root}: a {sorted(set(videos) & set(TEST_PARTS))[0]}/ folder beside class folders but no train/: put the classes under train/")
+        if loose:                             # videos at the top: an unlabelled collection, every video (at any depth) one item
             samples, classes = [(str(p.relative_to(root)), -1) for p in _video_files(part)], []
         else:
-            videos = {d.name: _video_files(d) for d in sorted(part.iterdir()) if d.is_dir() and not d.name.startswith('.')}
-            videos = {c: vs for c, vs in videos.items() if vs}       # folders without videos (split files, ...) are no class
             labels, classes = _labels_of(list(videos), classes, part)  # a test class the train part lacks is an error
             samples = [(str(p.relative_to(root)), label) for label, vs in zip(labels, videos.values()) for p in vs]
         if not samples: raise FileNotFoundError(f"{part}: no videos ({', '.join(VIDEO_SUFFIXES)})")
@@ -265,8 +272,10 @@ class CSVDataset(VideoDataset):
                  classes:list|None=None,        # class names in label order (default: the labels found, sorted)
                  train:bool=True,               # rows of split train (all rows without a split column), or of the test split
                  **kwargs):
-        with open(csv_path, newline='') as f: rows = list(csv.DictReader(f))
+        with open(csv_path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
         if not rows: raise ValueError(f"{csv_path}: no rows")
+        short = next((n for n, r in enumerate(rows, 2) if None in r.values()), None)
+        if short: raise ValueError(f"{csv_path}:{short}: fewer fields than the header's {list(rows[0])}")
         for col in ('path',) + (() if label_column == 'label' else (label_column,)):
             if col not in rows[0]: raise ValueError(f"{csv_path}: no column {col!r} (columns: {list(rows[0])})")
         if 'split' in rows[0]: rows = _split_rows(rows, train, csv_path)
@@ -298,11 +307,12 @@ def read_list_file(path,                     # an mmaction2 list file: `relative
         if len(parts) == 1: samples.append((parts[0], -1))
         elif len(parts) == 2 and parts[1].isdigit(): samples.append((parts[0], int(parts[1])))
         else: raise ValueError(f"{path}:{n}: expected '<relative path> [integer label]', got {line!r}")
+    if not samples: raise ValueError(f"{path}: no entries")
     if len({label >= 0 for _, label in samples}) > 1: raise ValueError(f"{path}: some lines have a label and some do not")
     if samples[0][1] < 0: return samples, []
     classes = _lines(label_map) if label_map else [str(i) for i in range(max(l for _, l in samples) + 1)]
     bad = next((n for n, (_, l) in enumerate(samples, 1) if l >= len(classes)), None)
-    if bad: raise ValueError(f"{path}:{bad}: label {samples[bad - 1][1]} is not below the {len(classes)} classes of {label_map}")
+    if bad: raise ValueError(f"{path}:{bad}: label {samples[bad - 1][1]} is not below the {len(classes)} classes" + (f" of {label_map}" if label_map else ''))
     return samples, classes
 
 class ListDataset(VideoDataset):
@@ -322,14 +332,18 @@ def read_kinetics_csv(csv_path,            # an official Kinetics CSV, or a fold
     if not files: raise FileNotFoundError(f"{csv_path}: no Kinetics CSV")
     rows = []
     for f in files:
-        with open(f, newline='') as fh: rows += list(csv.DictReader(fh))
-    need = {'youtube_id', 'time_start', 'time_end', 'split'} - set(rows[0] if rows else ())
-    if need: raise ValueError(f"{csv_path}: columns {sorted(need)} are missing (expected label,youtube_id,time_start,time_end,split)")
-    classes = sorted({r['label'] for r in rows}) if 'label' in rows[0] else []
+        with open(f, newline='', encoding='utf-8-sig') as fh: part = list(csv.DictReader(fh))
+        need = {'youtube_id', 'time_start', 'time_end', 'split'} - set(part[0] if part else ())
+        if part and need: raise ValueError(f"{f}: columns {sorted(need)} are missing (expected label,youtube_id,time_start,time_end,split)")
+        rows += part
+    if not rows: raise ValueError(f"{csv_path}: no rows")
     by_stem = {p.stem: p for p in _video_files(videos_root)}
+    stem = lambda r: f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
+    train_rows = [r for r in rows if (r.get('split') or '').strip().lower() == 'train']
+    classes = sorted({r['label'] for r in train_rows or rows if r.get('label') and stem(r) in by_stem})   # classes with a downloaded train clip
     samples, missing = [], []
     for r in _split_rows(rows, train, csv_path):
-        path = by_stem.get(f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}")
+        path = by_stem.get(stem(r))
         if path is None: missing.append(r)
         else: samples.append((str(path.relative_to(videos_root)), r.get('label', '')))
     return samples, classes, missing
@@ -340,7 +354,7 @@ class KineticsDataset(VideoDataset):
         samples, found, self.missing = read_kinetics_csv(csv_path, root, train)
         if self.missing: warnings.warn(f"{csv_path}: {len(self.missing)} rows have no file under {root}, e.g. {self.missing[0]['youtube_id']}; left out")
         if not samples: raise FileNotFoundError(f"{root}: none of the {len(self.missing)} clips listed in {csv_path} is there")
-        labels, classes = _labels_of([name for _, name in samples], classes or found, csv_path) if found else ([-1] * len(samples), [])
+        labels, classes = _labels_of([name for _, name in samples], classes or found, csv_path) if classes or found else ([-1] * len(samples), [])
         super().__init__(root, [(rel, l) for (rel, _), l in zip(samples, labels)], classes, **kwargs)
 
 # %% ../nbs/01_data.ipynb #6efe4c88
@@ -540,7 +554,9 @@ def _nuisance_features(rows:list[dict], name:str, backgrounds:int)->np.ndarray:
 
 def nuisance_audit(root)->dict:  # {(nuisance, factor): test accuracy}
     "How well each recorded nuisance of a synthetic dataset, alone, predicts each factor (a linear probe, train split to test split)."
-    rows = {split: list(csv.DictReader(open(Path(root)/f'{split}.csv', newline=''))) for split in ('train', 'test')}
+    rows = {}
+    for split in ('train', 'test'):
+        with open(Path(root)/f'{split}.csv', newline='') as f: rows[split] = list(csv.DictReader(f))
     names = [n for n in ('background', *NUISANCES) if n in rows['train'][0] and rows['train'][0][n] != '']
     backgrounds = 1 + max(int(r['background']) for rs in rows.values() for r in rs)
     return {(n, factor): linear_probe_accuracy(_nuisance_features(rows['train'], n, backgrounds), [r[factor] for r in rows['train']],

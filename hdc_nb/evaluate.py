@@ -8,7 +8,7 @@ import copy, json
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import RandomClip, UniformClips, build_dataset, check_disjoint
+from .data import NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
@@ -162,15 +162,22 @@ def eval_splits(dataset:str, data_root,         # the dataset kind and where it 
                )->tuple:                        # (train set, test set) with EvalClips items
     "The labelled train and test sets of an evaluation: the test set has the train set's classes and none of its videos."
     sampler, transform = UniformClips(num_frames, stride, num_clips=clips_per_video), EvalClips(size, crops)
-    def part(train, classes=None):
-        root, train = (test_root, True) if test_root and not train else (data_root, train)   # test_root: all of another collection
-        return build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler, transform=transform,
-                             size=decode_size or round(size * 8 / 7))
-    train_set = part(True)
-    if not train_set.classes: raise ValueError(f"{data_root}: an unlabelled collection; evaluation needs labelled train and test sets")
-    test_set = part(False, train_set.classes)
+    part = lambda root, train, classes=None: build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler,
+                                                           transform=transform, size=decode_size or round(size * 8 / 7))
+    train_set = part(data_root, True)
+    _check_labelled(train_set, data_root)
+    if test_root is None: test_set = part(data_root, False, train_set.classes)
+    else:                                            # another collection: its test part where it has one, else all of it
+        try: test_set = part(test_root, False, train_set.classes)
+        except NoTestSet: test_set = part(test_root, True, train_set.classes)
+    _check_labelled(test_set, test_root or data_root)
     check_disjoint(train_set, test_set)
     return train_set, test_set
+
+def _check_labelled(dataset, source):
+    "Refuse a dataset with unlabelled videos: every score on it would be meaningless."
+    if not dataset.classes or min(dataset.labels) < 0:
+        raise ValueError(f"{source}: an unlabelled collection ({sum(l < 0 for l in dataset.labels)} of {len(dataset)} videos without a label); evaluation needs labels")
 
 def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`: gallery / train set, and queries / test set
              protocols=('retrieval', 'knn', 'linear'),
@@ -181,6 +188,7 @@ def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`:
     "Run `protocols`: the train set is the gallery and the classifiers' train set, the test set the queries and their test set."
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise ValueError(f"unknown protocols {bad}; protocols are {PROTOCOLS}")
+    for ds, name in ((train_set, 'train set'), (test_set, 'test set')): _check_labelled(ds, name)
     check_disjoint(train_set, test_set)
     results = {}
     if {'retrieval', 'knn', 'linear'} & set(protocols):
@@ -229,7 +237,7 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
     results = evaluate(model, train_set, test_set, tuple(_items(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'), workers=workers)
     stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:') else Path('.'))/f'eval_{dataset}_{factor}'
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, split=split, factor=factor, train_videos=len(train_set),
+    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set),
                                                          test_videos=len(test_set), queries=[rel for rel, _ in test_set.samples], results=results), indent=1))
     stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(test_set)} test videos (queries), '
                                        f'{len(train_set)} train videos (gallery)\n\n' + results_table(results) + '\n')

@@ -142,8 +142,8 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
 SYNTHETIC_BASE = dict(dataset='synthetic', data_root='hdc_data/synthetic_v2', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
                       decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
                       batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2)  # the decoupling experiment's base (08)
-BEST_RECIPE = dict(weight_mode='invariance')   # what the experiment's best arm changes in that base: the demo's recipe
-_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=250, workers=0, log_every=10, ckpt_every=125, out_dir='hdc_runs/demo')
+BEST_RECIPE = dict(weight_mode='invariance', share_views=True)   # what the experiment's best HDC arm changes in that base: the demo's recipe
+_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=312, workers=0, log_every=10, ckpt_every=104, out_dir='hdc_runs/demo')
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
               weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
 CONFIGS = {'demo_cpu': _DEMO, 'synthetic_base': SYNTHETIC_BASE} | {
