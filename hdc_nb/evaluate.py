@@ -110,6 +110,7 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
              num_classes:int,
              level:str|None=None,        # stage to classify from (default: the last tapped)
              epochs:int=10, lr:float=0.01, batch_size:int=8, weight_decay:float=1e-4,
+             optimizer:str='sgd',        # sgd (momentum 0.9) or adamw
              device=None, workers:int=2, progress:bool=True, seed:int=0,
             )->dict:                     # {'top1', 'top5'} on the test set
     "Finetune `model` with a linear classifier; test accuracy from clip-averaged logits."
@@ -119,7 +120,8 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     level = level or model.levels[-1]
     model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
     params = list(model.body.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay) if optimizer == 'sgd' else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
     for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
