@@ -627,7 +627,7 @@ def build_dataset(kind:str,                  # one of DATASET_KINDS
 # %% ../nbs/01_data.ipynb #b341fdfa
 @call_parse
 def hdc_synth(root:str,                # output folder
-              preset:str='demo',       # a key of SYNTHETIC_PRESETS
+              preset:str='v2',         # a key of SYNTHETIC_PRESETS (v2: the benchmark; demo: the first one)
               label:str='motion',      # factor naming the classes: 'motion' or 'appearance'
               seed:int=0):             # decides every video
     "Write the synthetic two-factor dataset (real encoded videos, UCF101 layout) to `root`."
