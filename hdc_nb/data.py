@@ -636,16 +636,16 @@ def hdc_synth(root:str,                # output folder
     print(f"wrote {sum(1 for _ in out.rglob('*.avi'))} videos to {out}")
 
 @call_parse
-def hdc_prepare_cache(kind:str,             # dataset kind: synthetic, ucf101, hmdb51, folder, csv
+def hdc_prepare_cache(kind:str,             # dataset kind: synthetic, ucf101, hmdb51, folder, csv, list, kinetics
                       root:str,             # the videos (for csv: the CSV file)
                       cache:str,            # output folder
-                      annotations:str=None, # split files (ucf101, hmdb51)
+                      annotations:str=None, # split files (ucf101, hmdb51), label map (list), the CSV or its folder (kinetics)
                       split:int=1,          # official split
                       size:int=128,         # short side of the cached frames
                       format:str='npy',     # 'npy' (raw frames) or 'video' (H.264, short GOP)
                      ):
     "Write a fast copy of a dataset's train and test videos (npy frames or short-GOP H.264) under `cache`."
-    lists = [build_dataset(kind, root, annotations, split, train=t) for t in (True, False)] if kind in ('synthetic', 'ucf101', 'hmdb51') else [build_dataset(kind, root)]
+    lists = [build_dataset(kind, root, annotations, split, train=t) for t in (True, False)] if kind in ('synthetic', 'ucf101', 'hmdb51') else [build_dataset(kind, root, annotations)]
     for ds in lists:
         report = prepare_cache(ds, cache, size, format)
         print(f"{report['written']} written, {report['skipped']} already there, {len(report['failed'])} failed" + ''.join(f'\n  {p}: {r}' for p, r in report['failed'].items()))
