@@ -10,8 +10,8 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .data import NUISANCES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
-from .augment import AUG_PRESETS, RECIPES, SpatialAug, get_recipe
+from .data import MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
+from .augment import AUG_PRESETS, SpatialAug, get_recipe
 from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, make_config, build_model, plot_history, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
@@ -45,10 +45,6 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., shared views': BEST_RECIPE,         # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
     'HDC inv., shared views, SC colour aug': dict(weight_mode='invariance', share_views=True, sc_aug='colour'),
     'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
-    'HDC inv., SC shuffled': dict(weight_mode='invariance', sc_temporal='shuffle'),
-    'SC only, still': dict(recipe='sc_only', sc_temporal='still'),
-    'HDC inv., SC still, colour aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='colour'),
-    'HDC uniform, SC still': dict(sc_temporal='still'),
 }
 DEMO_ARM = 'HDC inv., shared views'
 LEVER_ARMS = ('HDC inv., SC still', 'HDC inv., shared views, SC colour aug')     # tried at one seed
@@ -78,6 +74,21 @@ def arm_config(arm:str,              # a key of `ARMS`
 # %% ../nbs/08_tutorial.ipynb #67b1b8f2
 FACTORS = ('appearance', 'motion')
 
+def _split_features(model, data_root, cache, num_frames, stride, size, decode_size, clips, workers=0)->tuple:
+    "The synthetic train and test sets (checked disjoint) and `model`'s features of each: one pass per split."
+    sets = [build_dataset('synthetic', data_root, train=t, sampler=UniformClips(num_frames, stride, num_clips=clips), transform=EvalClips(size),
+                          size=decode_size, cache=cache) for t in (True, False)]
+    check_disjoint(*sets)
+    (train_f, _), (test_f, _) = [extract_features(model, ds, workers=workers, progress=False) for ds in sets]
+    return sets, train_f, test_f
+
+def _metadata(data_root)->dict:
+    "Every video's metadata row (both labels and its nuisances), by path."
+    meta = {}
+    for s in ('train', 'test'):
+        with open(Path(data_root)/f'{s}.csv', newline='') as f: meta |= {r['path']: r for r in csv.DictReader(f)}
+    return meta
+
 def evaluate_factors(model,                # an HDCModel
                      data_root, cache=None, # the synthetic dataset and its cache
                      num_frames:int=8, stride:int=2, size:int=32, decode_size:int=36,
@@ -85,15 +96,14 @@ def evaluate_factors(model,                # an HDCModel
                      levels:tuple|None=None, # probe the feature keys at these levels (default: all)
                      workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'R@1': r, 'R@5': r}}}}
     "Linear probe and kNN on both factors, and motion retrieval, for every feature key of `model` (at `levels`)."
-    split = lambda train, factor: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=UniformClips(num_frames, stride, num_clips=clips),
-                                                transform=EvalClips(size), size=decode_size, cache=cache)
-    check_disjoint(split(True, 'motion'), split(False, 'motion'))
-    (train_f, _), (test_f, _) = [extract_features(model, split(t, 'motion'), workers=workers, progress=False) for t in (True, False)]
+    sets, train_f, test_f = _split_features(model, data_root, cache, num_frames, stride, size, decode_size, clips, workers)
     keep = lambda k: levels is None or k.split('/')[1] in levels
     train_f, test_f = {k: v for k, v in train_f.items() if keep(k)}, {k: v for k, v in test_f.items() if keep(k)}
+    meta = _metadata(data_root)
     out = {}
     for factor in FACTORS:
-        ytr, yte = [torch.tensor([label for _, label in split(t, factor).samples]) for t in (True, False)]
+        names = MOTIONS if factor == 'motion' else SHAPES          # class order, as synthetic_dataset labels them
+        ytr, yte = [torch.tensor([names.index(meta[rel][factor]) for rel, _ in ds.samples]) for ds in sets]
         out[factor] = dict(linear={k: linear_probe(train_f[k], ytr, test_f[k], yte)['top1'] for k in train_f},
                            knn={k: knn_accuracy(train_f[k], ytr, test_f[k], yte) for k in train_f})
         if factor == 'motion':
@@ -105,13 +115,8 @@ def nuisance_probe(model, data_root, cache=None, keys:tuple=('pooled/layer4', 's
                    num_frames:int=8, stride:int=2, size:int=32, decode_size:int=36, clips:int=4,
                   )->dict:                 # {key: {nuisance: test accuracy}}
     "Linear probes of every recorded nuisance (background id, quartiles of the others) from `model`'s features."
-    sets = [build_dataset('synthetic', data_root, train=t, sampler=UniformClips(num_frames, stride, num_clips=clips), transform=EvalClips(size),
-                          size=decode_size, cache=cache) for t in (True, False)]
-    check_disjoint(*sets)
-    (train_f, _), (test_f, _) = [extract_features(model, ds, workers=0, progress=False) for ds in sets]
-    meta = {}
-    for s in ('train', 'test'):
-        with open(Path(data_root)/f'{s}.csv', newline='') as f: meta |= {r['path']: r for r in csv.DictReader(f)}
+    sets, train_f, test_f = _split_features(model, data_root, cache, num_frames, stride, size, decode_size, clips)
+    meta = _metadata(data_root)
     out = {}
     for n in ('background', *NUISANCES):
         train_v, test_v = [np.array([float(meta[rel][n]) for rel, _ in ds.samples]) for ds in sets]
