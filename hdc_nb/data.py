@@ -129,17 +129,20 @@ class VideoDataset(torch.utils.data.Dataset):
                  size:int|None=None,               # decode with this short side (None: as stored)
                  transform=None,                   # callable applied to every item
                  on_missing:str='error',           # listed files that do not exist: 'error' or 'skip' with a warning
+                 on_error:str='replace',           # a video that fails to decode: 'replace' it by another (training; counted) or 'raise'
                  max_retries:int=10,               # replacements tried for a video that fails to decode
                  seed:int=0,                       # with the epoch and index, decides every random choice of an item
                  cache=None):                      # folder written by `prepare_cache`, read instead where it has the video
         self.root, self.classes, self.sampler = Path(root), list(classes), sampler or RandomClip()
-        self.size, self.transform, self.max_retries, self.seed, self.epoch = size, transform, max_retries, seed, 0
+        if on_error not in ('replace', 'raise'): raise ValueError(f"on_error={on_error!r} is not 'replace' or 'raise'")
+        if on_missing not in ('error', 'skip'): raise ValueError(f"on_missing={on_missing!r} is not 'error' or 'skip'")
+        self.size, self.transform, self.on_error, self.max_retries, self.seed, self.epoch = size, transform, on_error, max_retries, seed, 0
         self.cache = Path(cache) if cache is not None else None
         self.failures = {}                         # path -> reason, for videos that failed in this process
         missing = [rel for rel, _ in samples if not (self.root/rel).exists()]
         if missing and on_missing == 'error':
             raise FileNotFoundError(f"{len(missing)} of {len(samples)} listed videos are missing under {self.root}, e.g. {missing[:3]}"
-                                    " (pass on_missing='skip' to leave them out)")
+                                    " (pass on_missing='skip', or --on_missing skip to hdc_pretrain / hdc_eval, to leave them out)")
         if missing:
             warnings.warn(f"leaving out {len(missing)} of {len(samples)} listed videos missing under {self.root}, e.g. {missing[:3]}")
             gone = set(missing)
@@ -177,6 +180,7 @@ class VideoDataset(torch.utils.data.Dataset):
                     return self.transform(item)
             except VideoDecodeError as e:
                 self.failures[str(path)] = e.reason
+                if self.on_error == 'raise': raise
                 warnings.warn(f"skipping a video that fails to decode: {e}")
                 i = rng.randrange(len(self))
         raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to decode (last: {path}); is the dataset readable?")

@@ -9,14 +9,15 @@ from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
 from .data import NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint
+from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
 from .train import build_model, make_config, _items
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'extract_features', 'retrieval_recall', 'knn_accuracy', 'linear_probe',
-           'finetune', 'load_model', 'eval_splits', 'evaluate', 'results_table', 'hdc_eval']
+__all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',
+           'linear_probe', 'finetune', 'load_model', 'eval_splits', 'evaluate', 'results_table', 'hdc_eval']
 
 # %% ../nbs/06_eval.ipynb #d0b1d2eb
 class EvalClips:
@@ -43,6 +44,32 @@ class TrainClips:
     def __call__(self, item:dict)->dict: return item | dict(clips=torch.stack([augment_clip(c, self.aug) for c in item['clips']]))
 
 # %% ../nbs/06_eval.ipynb #32a8b190
+class _Readable(torch.utils.data.Dataset):
+    "`dataset`'s items, with a video that fails to decode returned as {'failed': path, 'reason': why} instead of replaced."
+    def __init__(self, dataset):
+        self.dataset = copy.copy(dataset)
+        if hasattr(self.dataset, 'on_error'): self.dataset.on_error = 'raise'
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        try: return self.dataset[i]
+        except VideoDecodeError as e: return dict(failed=e.path, reason=e.reason)
+
+def _collate_readable(items:list)->tuple:
+    "(the collated readable items or None, {path: reason} of the failed ones)."
+    ok = [it for it in items if 'failed' not in it]
+    return torch.utils.data.default_collate(ok) if ok else None, {it['failed']: it['reason'] for it in items if 'failed' in it}
+
+def readable_batches(dataset, batch_size:int=8, workers:int=2,
+                     left_out:dict|None=None): # filled with {path: reason} of videos that fail to decode; None: raise instead
+    "Batches of `dataset`'s items in order, leaving out (and naming) the videos that fail to decode."
+    loader = torch.utils.data.DataLoader(_Readable(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate_readable)
+    for batch, failed in loader:
+        if failed and left_out is None:
+            path, reason = next(iter(failed.items()))
+            raise VideoDecodeError(path, f"{reason} (an evaluation leaves such a video out only when asked to: pass left_out)")
+        if left_out is not None: left_out.update(failed)
+        if batch is not None: yield batch
+
 @torch.no_grad()
 def extract_features(model:HDCModel,            # a (trained or random) model
                      dataset,                   # items with 'clips' (N,C,T,H,W) from EvalClips, and 'label'
@@ -50,14 +77,15 @@ def extract_features(model:HDCModel,            # a (trained or random) model
                      device=None,               # default: cuda if available
                      workers:int=2,             # DataLoader workers
                      progress:bool=True,
-                    )->tuple[dict, torch.Tensor]: # ({key: (V,D)}, labels (V,))
+                     left_out:dict|None=None,   # filled with {path: reason} of videos that fail to decode (left out); None: raise
+                    )->tuple[dict, torch.Tensor]: # ({key: (V,D)}, labels (V,)) of the videos read
     "One feature per video and per kind (pooled backbone, each head, SC+TC), averaged over its clips."
     from tqdm.auto import tqdm
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     model = model.to(device).eval()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     feats, labels = {}, []
-    for batch in tqdm(loader, desc='features', disable=not progress, leave=False):
+    batches = readable_batches(dataset, batch_size, workers, left_out)
+    for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc='features', disable=not progress, leave=False):
         x = batch['clips'].to(device)                        # (B,N,C,T,H,W)
         b, n = x.shape[:2]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
@@ -112,6 +140,7 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
              epochs:int=10, lr:float=0.01, batch_size:int=8, weight_decay:float=1e-4,
              optimizer:str='sgd',        # sgd (momentum 0.9) or adamw
              device=None, workers:int=2, progress:bool=True, seed:int=0,
+             left_out:dict|None=None,    # filled with {path: reason} of test videos that fail to decode (left out); None: raise
             )->dict:                     # {'top1', 'top5'} on the test set
     "Finetune `model` with a linear classifier; test accuracy from clip-averaged logits."
     from tqdm.auto import tqdm
@@ -134,7 +163,7 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     model.eval(); head.eval()
     logits, labels = [], []
     with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(test_set, batch_size=batch_size, num_workers=workers):
+        for batch in readable_batches(test_set, batch_size, workers, left_out):
             x = batch['clips'].to(device)
             logits.append(head(model.pooled(x.flatten(0, 1))[level]).unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
             labels.append(batch['label'])
@@ -161,11 +190,12 @@ def eval_splits(dataset:str, data_root,         # the dataset kind and where it 
                 annotations=None, split:int=1, factor:str='motion',
                 test_root=None,                 # a second collection to test on (all of it), for one without a test part
                 num_frames:int=16, stride:int=2, size:int=112, decode_size:int|None=None, clips_per_video:int=10, crops:int=1,
+                on_missing:str='error',         # listed videos that do not exist: 'error', or 'skip' them with a warning
                )->tuple:                        # (train set, test set) with EvalClips items
     "The labelled train and test sets of an evaluation: the test set has the train set's classes and none of its videos."
     sampler, transform = UniformClips(num_frames, stride, num_clips=clips_per_video), EvalClips(size, crops)
     part = lambda root, train, classes=None: build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler,
-                                                           transform=transform, size=decode_size or round(size * 8 / 7))
+                                                           transform=transform, size=decode_size or round(size * 8 / 7), on_missing=on_missing)
     train_set = part(data_root, True)
     _check_labelled(train_set, data_root)
     if test_root is None: test_set = part(data_root, False, train_set.classes)
@@ -186,15 +216,18 @@ def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`:
              finetune_epochs:int=10,
              flip:bool=True,                        # finetune: random horizontal flips (False where direction is a label)
              device=None, workers:int=2, progress:bool=True,
-            )->dict:                                # {protocol: {feature key: {metric: value in 0-1}}}
+             strict:bool=False,                     # fail on a video that does not decode, instead of leaving it out
+            )->dict:                                # {protocol: {feature key: {metric: value in 0-1}}, 'left_out': {'train'|'test': {path: reason}}}
     "Run `protocols`: the train set is the gallery and the classifiers' train set, the test set the queries and their test set."
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise ValueError(f"unknown protocols {bad}; protocols are {PROTOCOLS}")
     for ds, name in ((train_set, 'train set'), (test_set, 'test set')): _check_labelled(ds, name)
     check_disjoint(train_set, test_set)
-    results = {}
+    left_out = dict(train={}, test={})
+    results, keep = {}, lambda part: None if strict else left_out[part]
     if {'retrieval', 'knn', 'linear'} & set(protocols):
-        (train_f, train_y), (test_f, test_y) = [extract_features(model, ds, device=device, workers=workers, progress=progress) for ds in (train_set, test_set)]
+        (train_f, train_y), (test_f, test_y) = [extract_features(model, ds, device=device, workers=workers, progress=progress, left_out=keep(part))
+                                                for ds, part in ((train_set, 'train'), (test_set, 'test'))]
         if 'retrieval' in protocols: results['retrieval'] = {k: retrieval_recall(test_f[k], test_y, train_f[k], train_y) for k in train_f}
         if 'knn' in protocols: results['knn'] = {k: dict(top1=knn_accuracy(train_f[k], train_y, test_f[k], test_y)) for k in train_f}
         if 'linear' in protocols: results['linear'] = {k: dict(top1=linear_probe(train_f[k], train_y, test_f[k], test_y)['top1']) for k in train_f}
@@ -203,12 +236,13 @@ def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`:
         clips.sampler = RandomClip(test_set.sampler.num_frames, test_set.sampler.stride)
         clips.transform = TrainClips(SpatialAug(**AUG_PRESETS['mild'] | dict(size=test_set.transform.size, flip=flip)))
         results['finetune'] = {f'backbone/{model.levels[-1]}': finetune(model, clips, test_set, len(train_set.classes), epochs=finetune_epochs,
-                                                                        device=device, workers=workers, progress=progress)}
-    return results
+                                                                        device=device, workers=workers, progress=progress, left_out=keep('test'))}
+    return results | dict(left_out=left_out)
 
 # %% ../nbs/06_eval.ipynb #f893023e
 def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value}}}, as `evaluate` returns
     "Markdown: one row per feature key, one column per protocol and metric, in %."
+    results = {p: by_key for p, by_key in results.items() if p in PROTOCOLS}
     cols = [(p, m) for p, by_key in results.items() for m in dict.fromkeys(m for r in by_key.values() for m in r)]
     keys = list(dict.fromkeys(k for by_key in results.values() for k in by_key))
     rows = ['| features | ' + ' | '.join(m if p == 'retrieval' else f'{p} {m}' for p, m in cols) + ' |', '|' + '---|' * (len(cols) + 1)]
@@ -219,7 +253,7 @@ def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value
 @call_parse
 def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or random:<backbone>
              dataset:str='synthetic',     # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
-             data_root:str='hdc_data/synthetic', # the videos (csv, list: the file)
+             data_root:str='hdc_data/synthetic_v2', # the videos (csv, list: the file)
              annotations:str=None,        # split files (ucf101, hmdb51), label map (list), CSV or folder of CSVs (kinetics)
              test_root:str=None,          # the test set, where data_root has no test part: a folder, CSV or list file
              split:int=1,                 # official split
@@ -230,17 +264,25 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
              finetune_epochs:int=10,      # epochs of the finetune protocol
              out:str=None,                # output file stem (default: next to the checkpoint)
              workers:int=2,               # DataLoader workers
+             on_missing:str='error',      # listed videos that do not exist: error, or skip them with a warning
+             strict:bool=False,           # fail on a video that does not decode (default: leave it out and name it in the outputs)
             ):
     "Evaluate a checkpoint: retrieval R@k, kNN, linear probe, finetuning; writes JSON and markdown."
     model, cfg = load_model(checkpoint)
     try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg['num_frames'], stride=cfg['stride'],
-                                           size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops)
+                                           size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
-    results = evaluate(model, train_set, test_set, tuple(_items(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'), workers=workers)
+    try: results = evaluate(model, train_set, test_set, tuple(_items(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'),
+                            workers=workers, strict=strict)
+    except VideoDecodeError as e: raise SystemExit(f"hdc_eval --strict: {e}") from None
+    gone = results['left_out']
+    queries = [rel for i, (rel, _) in enumerate(test_set.samples) if str(test_set.source(i)) not in gone['test']]
+    note = ''.join(f"; {len(gone[part])} {part} video(s) left out as unreadable: {', '.join(Path(p).name for p in gone[part])}" for part in ('test', 'train') if gone[part])
     stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:') else Path('.'))/f'eval_{dataset}_{factor}'
     stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set),
-                                                         test_videos=len(test_set), queries=[rel for rel, _ in test_set.samples], results=results), indent=1))
-    stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(test_set)} test videos (queries), '
-                                       f'{len(train_set)} train videos (gallery)\n\n' + results_table(results) + '\n')
+    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set) - len(gone['train']),
+                                                         test_videos=len(queries), queries=queries, left_out=gone, results={k: v for k, v in results.items() if k in PROTOCOLS}), indent=1))
+    stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(queries)} test videos (queries), '
+                                       f"{len(train_set) - len(gone['train'])} train videos (gallery){note}\n\n" + results_table(results) + '\n')
+    if note: print(note[2:])
     print(results_table(results)); print(f'written: {stem}.json, {stem}.md')

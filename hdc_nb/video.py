@@ -71,6 +71,8 @@ class VideoDecodeError(Exception):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = str(path), reason
 
+    def __reduce__(self): return type(self), (self.path, self.reason)   # picklable: a worker process can send it back
+
 # %% ../nbs/00_video.ipynb #f29d5af6
 def _open(path:str):
     "Open `path` for decoding, or raise `VideoDecodeError` saying why it cannot be."
