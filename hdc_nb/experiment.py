@@ -12,7 +12,7 @@ import numpy as np, torch
 from fastcore.script import call_parse
 from .data import MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, SpatialAug, get_recipe
-from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, make_config, build_model, plot_history, _items
+from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, checkpoints, make_config, build_model, plot_history, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
@@ -169,9 +169,9 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
         torch.manual_seed(seed)
         model, steps, last = build_model(make_config(cfg, check_paths=False)), 0, {}
     else:
-        trainer = Trainer(make_config(values))
+        trainer = Trainer(make_config(values), resume=bool(checkpoints(run_dir)))   # a run cut short continues where it stopped
         trainer.fit()
-        model, steps, last = trainer.model, values['steps'], trainer.history[-1]
+        model, steps, last = trainer.model, values['steps'], json.loads((run_dir/'metrics.jsonl').read_text().splitlines()[-1])
     evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'], levels=model.levels[-1:])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
                   train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)

@@ -132,6 +132,7 @@ class HierarchicalLoss(nn.Module):
                 k:dict,                      # the same for the other side
                 hard_negatives:dict|None=None, # {subtask: {level: (N,H,D)}}, where a subtask has them
                 queues:dict|None=None,       # {'sc/layer4': Queue, ...} in the MoCo form
+                update:bool=True,            # invariance mode, training: advance the margins' moving average with this batch's
                )->tuple[torch.Tensor, dict]: # the total, and {'loss/sc/layer4': ..., 'weight/...', 'pos_sim/...', 'neg_sim/...', 'acc/...'}
         losses, logs, margins = [], {}, []
         for name, (s, l) in zip(self.names, self.terms):
@@ -145,9 +146,14 @@ class HierarchicalLoss(nn.Module):
         if _distributed():   # every rank weighs with the margins of the global batch
             dist.all_reduce(margins)
             margins /= dist.get_world_size()
-        if self.training:
-            with torch.no_grad(): self.margin.copy_(torch.where(self.margin.isnan(), margins, self.ema * self.margin + (1 - self.ema) * margins))
+        self.last_margins = margins.detach()
+        if self.training and update: self.update_margins(margins)
         w = self.weights()
         total = (w * losses).sum() + (self.log_vars.sum() if self.mode == 'learned' else 0)
         logs.update({f'weight/{n}': wi.item() for n, wi in zip(self.names, w.detach())})
         return total, logs
+
+    @torch.no_grad()
+    def update_margins(self, margins:torch.Tensor): # (terms,) pos - neg similarity, e.g. the mean of a step's micro-batches
+        "Advance the moving average of the margins the invariance weights follow."
+        self.margin.copy_(torch.where(self.margin.isnan(), margins, self.ema * self.margin + (1 - self.ema) * margins))

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #b0060c64
 from __future__ import annotations
-import inspect, json, linecache, math, os, random, time
+import inspect, json, linecache, math, os, random, re, shutil, time, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
@@ -17,9 +17,10 @@ from .model import BACKBONES, HDCModel, MomentumEncoder
 from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 
 # %% auto #0
-__all__ = ['CHOICES', 'POSITIVE', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS', 'hdc_pretrain', 'TrainConfig', 'validate',
-           'make_config', 'StepSampler', 'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'Trainer',
-           'plot_history', 'write_report']
+__all__ = ['CHOICES', 'POSITIVE', 'NONNEGATIVE', 'POSITIVE_OR_UNSET', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS',
+           'CHECKPOINT_KEYS', 'RESUMABLE_CHANGES', 'hdc_pretrain', 'TrainConfig', 'validate', 'make_config',
+           'StepSampler', 'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'CheckpointError',
+           'read_checkpoint', 'Trainer', 'plot_history', 'write_report']
 
 # %% ../nbs/05_train.ipynb #26b96a79
 @dataclass
@@ -32,6 +33,8 @@ class TrainConfig:
     split:int=1                      # official split
     cache:str=None                   # a folder written by hdc_prepare_cache
     decode_size:int=None             # short side at decode (default: 8/7 of crop_size)
+    on_missing:str='error'           # listed videos that do not exist: error, or skip them with a warning
+    make_data:bool=False             # synthetic: render the v2 dataset at data_root if it holds none (else that is an error)
     # views
     recipe:str='hdc'                 # view recipe: hdc, whole, sc_only, tc_only
     num_frames:int=16                # frames per clip
@@ -88,8 +91,10 @@ class TrainConfig:
 
 # %% ../nbs/05_train.ipynb #c9738e98
 CHOICES = dict(dataset=DATASET_KINDS, sc_temporal=('', 'shuffle', 'still'), sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
-               optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'), on_nonfinite=('stop', 'skip'))
+               optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'), on_nonfinite=('stop', 'skip'), on_missing=('error', 'skip'))
 POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every', 'ckpt_every', 'keep_last', 'queue_size')
+NONNEGATIVE = ('weight_decay', 'warmup_steps', 'sc_gap_min', 'workers', 'seed', 'split')
+POSITIVE_OR_UNSET = ('clip_grad', 'decode_size', 'sc_gap_max', 'bn_batch')       # None: the default behaviour
 
 def _items(text:str)->list[str]: return [t.strip() for t in (text or '').split(',') if t.strip()]
 
@@ -99,6 +104,14 @@ def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
         if getattr(cfg, name) not in allowed: raise ValueError(f"config {name}={getattr(cfg, name)!r} is not one of {list(allowed)}")
     for name in POSITIVE:
         if not getattr(cfg, name) > 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be positive")
+    for name in NONNEGATIVE:
+        if not getattr(cfg, name) >= 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be 0 or more")
+    for name in POSITIVE_OR_UNSET:
+        if getattr(cfg, name) is not None and not getattr(cfg, name) > 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be positive, or unset (None)")
+    if cfg.decode_size is not None and cfg.decode_size < cfg.crop_size:
+        raise ValueError(f"config decode_size={cfg.decode_size} is smaller than crop_size={cfg.crop_size}: the crops would not fit in the frames")
+    if cfg.sc_gap_max is not None and cfg.sc_gap_max < cfg.sc_gap_min: raise ValueError(f"config sc_gap_max={cfg.sc_gap_max} is below sc_gap_min={cfg.sc_gap_min}")
+    if not 0 <= cfg.sgd_momentum < 1: raise ValueError(f"config sgd_momentum={cfg.sgd_momentum} must be in [0, 1)")
     bad = [h for h in _items(cfg.hard_negatives) if h not in HARD_NEGATIVES]
     if bad: raise ValueError(f"config hard_negatives: {bad} are not among {list(HARD_NEGATIVES)}")
     if not 0 <= cfg.momentum < 1: raise ValueError(f"config momentum={cfg.momentum} must be in [0, 1)")
@@ -107,12 +120,25 @@ def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
     return cfg
 
 # %% ../nbs/05_train.ipynb #9fd9b207
+_TRUE, _FALSE = ('1', 'true', 'yes', 'on'), ('0', 'false', 'no', 'off')
+
 def _coerce(name:str, value, kind):
-    "A config value from YAML/JSON or the command line, as the field's type."
-    if value is None or kind is str: return value if value is None else str(value)
-    if kind is bool and isinstance(value, str): return value.lower() in ('1', 'true', 'yes', 'on')
-    try: return kind(value)
+    "A config value from YAML/JSON or the command line, as the field's type; anything else is an error naming key and value."
+    if value is None: return None
+    if kind is str: return str(value)
+    if kind is bool:
+        if isinstance(value, bool): return value
+        if isinstance(value, int) and value in (0, 1): return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE: return value.strip().lower() in _TRUE
+        raise ValueError(f"config {name}={value!r} is not a boolean (true/false, yes/no, on/off, 1/0)")
+    if isinstance(value, bool): raise ValueError(f"config {name}={value!r} is a boolean, not a number")
+    if kind is int and isinstance(value, int): return value
+    try: number = float(value)
     except (TypeError, ValueError): raise ValueError(f"config {name}={value!r} is not a valid {kind.__name__}") from None
+    if not math.isfinite(number): raise ValueError(f"config {name}={value!r} is not a finite number")
+    if kind is float: return number
+    if not number.is_integer(): raise ValueError(f"config {name}={value!r} is not a whole number")
+    return int(number)
 
 _FIELD_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 
@@ -125,11 +151,11 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
     elif base is None: values = {}
     elif base in CONFIGS: values = dict(CONFIGS[base])
     elif Path(base).exists():
-        text = Path(base).read_text()
-        if Path(base).suffix in ('.yaml', '.yml'):
-            import yaml
-            values = yaml.safe_load(text) or {}
-        else: values = json.loads(text)
+        import yaml
+        path, suffix = Path(base), Path(base).suffix.lower()
+        if suffix not in ('.yaml', '.yml', '.json'): raise ValueError(f"{base}: a config file is .yaml, .yml or .json, not {suffix or 'a file without a suffix'}")
+        try: values = yaml.safe_load(path.read_text()) or {} if suffix != '.json' else json.loads(path.read_text())
+        except (yaml.YAMLError, json.JSONDecodeError) as e: raise ValueError(f"{base}: not valid {'JSON' if suffix == '.json' else 'YAML'}: {e}") from None
         if not isinstance(values, dict): raise ValueError(f"{base}: expected a mapping of config keys, got {type(values).__name__}")
     else: raise ValueError(f"{base!r} is neither a named config ({list(CONFIGS)}) nor an existing YAML/JSON file")
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -228,35 +254,74 @@ def _mean_over_ranks(values:dict)->dict:
     dist.all_reduce(t)
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
+def _any_rank(flag:bool, device)->bool:
+    "`flag` or'ed over ranks, so that every rank takes the same branch (DDP waits forever for a rank that took another)."
+    if not (dist.is_initialized() and dist.get_world_size() > 1): return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
 def _atomic_save(obj, path:Path):
-    "torch.save to a temporary file, then rename: a kill never leaves a half-written checkpoint."
+    "torch.save to `path`.part, fsync, rename, fsync the folder: neither a kill nor a power loss leaves a partial checkpoint."
     part = path.with_name(path.name + '.part')
-    torch.save(obj, part)
-    os.replace(part, path)
+    try:
+        with open(part, 'wb') as f:
+            torch.save(obj, f)
+            f.flush(); os.fsync(f.fileno())
+        os.replace(part, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try: os.fsync(folder)
+        finally: os.close(folder)
+    except BaseException as e:
+        part.unlink(missing_ok=True)
+        if isinstance(e, OSError): raise OSError(e.errno, f"cannot write checkpoint {path}: {e.strerror or e}") from e
+        raise
 
 def checkpoints(out_dir)->list[Path]:
-    "The checkpoints of a run, oldest first."
-    return sorted(Path(out_dir).glob('ckpt-*.pt'))
+    "The checkpoints of a run, oldest first: ordered by the step in their names (ckpt-30 after ckpt-6, whatever the digits)."
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob('ckpt-*.pt') if (m := re.fullmatch(r'ckpt-(\d+)\.pt', p.name))]
+    return [p for _, p in sorted(found)]
+
+def _claim(out:Path, overwrite:bool):
+    "Refuse a fresh run in a folder that holds one (their checkpoints and logs would mix), unless `overwrite`: then delete that run's files."
+    held = sorted({p for pattern in ('ckpt-*.pt', 'ckpt-*.pt.part', 'metrics.jsonl', 'tb') for p in out.glob(pattern)})
+    if not held: return
+    if not overwrite: raise FileExistsError(f"out_dir {out} holds a run ({', '.join(p.name for p in held[:4])}{', ...' if len(held) > 4 else ''}): "
+                                           "pass --resume to continue it, --overwrite to replace it (Trainer: resume=True / overwrite=True), or choose another out_dir")
+    for p in held: shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+class CheckpointError(RuntimeError):
+    "A checkpoint file that cannot be read; the message names it and says why."
+
+CHECKPOINT_KEYS = ('step', 'skipped_steps', 'failed_videos', 'config', 'model', 'criterion', 'optimizer', 'scheduler', 'scaler', 'rng', 'key_net', 'queues')
+
+def read_checkpoint(path, device='cpu')->dict:
+    "A checkpoint of `Trainer.save` (loaded with weights_only=True), or a CheckpointError naming the file and the reason."
+    try: ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e: raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
+    if missing: raise CheckpointError(f"checkpoint {path} lacks {missing}: it is not a complete checkpoint of hdc_pretrain")
+    return ckpt
 
 # %% ../nbs/05_train.ipynb #b33cbaf6
 class Trainer:
     "Pretrains an HDCModel as a TrainConfig says."
-    def __init__(self, cfg:TrainConfig, resume:bool=False): # resume from the newest checkpoint in cfg.out_dir
+    def __init__(self, cfg:TrainConfig,
+                 resume:bool=False,     # continue from the newest readable checkpoint in cfg.out_dir
+                 overwrite:bool=False): # start afresh in an out_dir that holds a run, deleting that run's checkpoints and logs
         self.cfg = cfg = validate(cfg)
         cuda = cfg.device == 'cuda' or (cfg.device == 'auto' and torch.cuda.is_available())
         self.rank, self.world, local = _join_process_group(cuda)
         self.device = torch.device(f'cuda:{local}' if cuda else 'cpu')
         if cuda: torch.cuda.set_device(self.device)
         self.out = Path(cfg.out_dir)
+        if not resume and self.rank == 0: _claim(self.out, overwrite)
         torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
         self._data()
         self._model()
         self._optimisation()
-        self.step, self.skipped_steps, self.failed_videos, self.history = 0, 0, 0, []
-        if resume:
-            if not checkpoints(self.out): raise FileNotFoundError(f"--resume: no checkpoint (ckpt-*.pt) in {self.out}")
-            self.load(checkpoints(self.out)[-1])
-        self.writer = None
+        self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = 0, 0, 0, [], None, None
+        if resume: self._resume()
 
     def _data(self):
         cfg = self.cfg
@@ -265,10 +330,12 @@ class Trainer:
                                  sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug, sc_temporal=cfg.sc_temporal, share_views=cfg.share_views,
                                  flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
+            if not cfg.make_data: raise FileNotFoundError(f"data_root={cfg.data_root!r} holds no synthetic dataset (no train.csv): render it with "
+                                                          f"`hdc_synth {cfg.data_root}`, or pass make_data=True (--make_data true)")
             if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['v2'])
             if self.world > 1: dist.barrier()
         self.dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.annotations, cfg.split, train=True, sampler=self.recipe.sampler(),
-                                     transform=self.recipe, size=cfg.decode_size or round(cfg.crop_size * 8 / 7), cache=cfg.cache, seed=cfg.seed)
+                                     transform=self.recipe, size=cfg.decode_size or round(cfg.crop_size * 8 / 7), cache=cfg.cache, seed=cfg.seed, on_missing=cfg.on_missing)
 
     def _model(self):
         cfg = self.cfg
@@ -333,9 +400,9 @@ def save(self:Trainer)->Path|None:
     return path
 
 @patch
-def load(self:Trainer, path):
+def load(self:Trainer, ckpt):  # a checkpoint file written by `save`, or its contents (`read_checkpoint`)
     "Restore a checkpoint written by `save`."
-    ckpt = torch.load(path, map_location=self.device, weights_only=True)
+    if not isinstance(ckpt, dict): ckpt = read_checkpoint(ckpt, self.device)
     self.model.load_state_dict(ckpt['model']); self.criterion.load_state_dict(ckpt['criterion'])
     self.opt.load_state_dict(ckpt['optimizer']); self.sched.load_state_dict(ckpt['scheduler']); self.scaler.load_state_dict(ckpt['scaler'])
     if self.key_net: self.key_net.load_state_dict(ckpt['key_net'])
@@ -343,26 +410,70 @@ def load(self:Trainer, path):
     _set_rng_state(ckpt['rng'])
     self.step, self.skipped_steps, self.failed_videos = ckpt['step'], ckpt['skipped_steps'], ckpt['failed_videos']
 
+RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress', 'on_nonfinite', 'on_missing', 'make_data',
+                     'data_root', 'cache', 'out_dir')   # what a resumed run may change: how long, how fast, how logged, where the same data lies
+
+def _check_resume_config(stored:dict, now:dict, path):
+    "Refuse a resumed config that changes what the run computes (seed, batch, recipe, model, ...); warn of the changes it may make."
+    defaults = asdict(TrainConfig())
+    changed = {k: (stored.get(k, defaults[k]), v) for k, v in now.items() if stored.get(k, defaults[k]) != v}
+    refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
+    show = lambda cs: ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in cs.items())
+    if refused: raise ValueError(f"--resume from {path}: {show(refused)} would change what the run computes, so it could not continue exactly; "
+                                 "resume with the run's values, or start a new run in another out_dir")
+    if changed: warnings.warn(f"resuming from {path} with {show(changed)}")
+
+def _logged_step(line:str)->int|None:
+    "The step of a metrics.jsonl row (None for a row cut short by a kill)."
+    try: return json.loads(line)['step']
+    except (ValueError, KeyError, TypeError): return None
+
+@patch
+def _resume(self:Trainer):
+    "Load the newest readable checkpoint, check the config against it, and forget what was logged after it."
+    found = checkpoints(self.out)
+    if not found: raise FileNotFoundError(f"--resume: no checkpoint (ckpt-*.pt) in {self.out}")
+    for path in reversed(found):
+        try: ckpt = read_checkpoint(path, self.device); break
+        except CheckpointError as e: warnings.warn(f"{e}; trying the checkpoint before it")
+    else: raise CheckpointError(f"--resume: none of the {len(found)} checkpoints in {self.out} can be read")
+    _check_resume_config(ckpt['config'], asdict(self.cfg), path)
+    self.load(ckpt)
+    if path != found[-1]: warnings.warn(f"resumed from {path.name} (step {self.step}), the newest checkpoint that can be read")
+    self.purge_step = self.step + 1                    # TensorBoard drops its events from here on: they are logged again
+    log = self.out/'metrics.jsonl'
+    if self.rank == 0 and log.exists():                # rows after the checkpoint's step are logged again by the resumed run
+        rows = log.read_text().splitlines()
+        keep = [r for r in rows if (s := _logged_step(r)) is not None and s <= self.step]
+        if len(keep) < len(rows):
+            log.with_name('metrics.jsonl.part').write_text(''.join(r + '\n' for r in keep))
+            os.replace(log.with_name('metrics.jsonl.part'), log)
+
 # %% ../nbs/05_train.ipynb #d2e4a89e
 @patch
 def train_step(self:Trainer, batches:list[dict])->dict|None:
-    "One optimiser step over the micro-batches `batches`; the logged values, or None for a skipped step."
+    "One optimiser step over the micro-batches `batches`; their mean logged values, or None for a skipped step."
     self.opt.zero_grad(set_to_none=True)
+    logged, margins = [], []
     for batch in batches:
         self.failed_videos += int(batch['skipped'].sum())
         batch = self.recipe.augment_batch({k: batch[k] for k in batch if k not in ('label', 'index', 'skipped')}, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             q, k, hard = self.net(batch, self.key_net)
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
-        loss, logs = self.criterion(q, k, hard, self.queues)
-        if not torch.isfinite(loss):
+        loss, logs = self.criterion(q, k, hard, self.queues, update=False)
+        if _any_rank(not torch.isfinite(loss), self.device):          # agreed: every rank skips or stops, none waits in backward
             if self.cfg.on_nonfinite == 'skip':
                 self.skipped_steps += 1; self.opt.zero_grad(set_to_none=True)
                 return None
             last = checkpoints(self.out)[-1] if checkpoints(self.out) else 'none yet'
-            raise FloatingPointError(f"non-finite loss {loss.item()} at step {self.step + 1} ({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
+            where = '' if not torch.isfinite(loss) else f' on another rank than {self.rank}'
+            raise FloatingPointError(f"non-finite loss {loss.item()}{where} at step {self.step + 1} ({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
                                      f"last good checkpoint: {last}. Lower lr, enable clip_grad, or set on_nonfinite='skip'.")
         self.scaler.scale(loss / len(batches)).backward()
+        logged.append(logs | dict(loss=loss.item())); margins.append(self.criterion.last_margins)
+    self.criterion.update_margins(torch.stack(margins).mean(0))      # the invariance weights move once per optimiser step
+    logs = {key: sum(row[key] for row in logged) / len(logged) for key in logged[0]}
     if self.cfg.clip_grad:
         self.scaler.unscale_(self.opt)
         logs['grad_norm'] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad))
@@ -370,7 +481,7 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
     if self.key_net: self.key_net.update(self.model)
     if self.queues:
         for name, (s, l) in zip(self.criterion.names, self.criterion.terms): self.queues[name].push(k[s][l])
-    return logs | dict(loss=loss.item())
+    return logs
 
 # %% ../nbs/05_train.ipynb #5f4a2158
 @patch
@@ -378,7 +489,7 @@ def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     "Micro-batches for steps start..stop-1 of this rank."
     acc = self.cfg.grad_accum
     sampler = StepSampler(len(self.dataset), self.cfg.batch_size, start * acc, stop * acc, self.rank, self.world, self.cfg.seed)
-    workers = 0 if os.environ.get('IN_TEST') else self.cfg.workers
+    workers = self.cfg.workers
     return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == 'cuda',
                                        persistent_workers=False, prefetch_factor=4 if workers else None)
 
@@ -391,7 +502,7 @@ def log(self:Trainer, row:dict):
     if self.cfg.tensorboard:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(self.out/'tb'))
+            self.writer = SummaryWriter(str(self.out/'tb'), purge_step=self.purge_step)
         for key, value in row.items():
             if key != 'step': self.writer.add_scalar(key, value, row['step'])
 
@@ -438,7 +549,8 @@ def _cli_source(name:str, doc:str)->str:
         left, _, comment = line.partition('#')
         if ':' in left and '=' in left and not left.strip().startswith(('"', "'")): comments[left.split(':')[0].strip()] = comment.strip()
     params = [f"    config:str='demo_cpu', # a named config ({', '.join(CONFIGS)}) or a YAML/JSON file",
-              "    resume:bool=False, # continue from the newest checkpoint in out_dir"]
+              "    resume:bool=False, # continue from the newest readable checkpoint in out_dir",
+              "    overwrite:bool=False, # start afresh in an out_dir that holds a run, deleting its checkpoints and logs"]
     for f in fields(TrainConfig):
         kind = str(f.type).split('|')[0].strip()
         params.append(f"    {f.name}:{'bool_arg' if kind == 'bool' else kind}=None, # {comments.get(f.name, '')}")
@@ -459,9 +571,9 @@ def _bool_arg(value:str)->bool:
     if value.lower() in ('0', 'false', 'no', 'off'): return False
     raise ValueError(f"not a boolean: {value!r}")
 
-def _pretrain(config:str='demo_cpu', resume:bool=False, **flags)->Trainer:
+def _pretrain(config:str='demo_cpu', resume:bool=False, overwrite:bool=False, **flags)->Trainer:
     "Build the config from `config` and `flags`, train, and return the trainer."
-    trainer = Trainer(make_config(config, **flags), resume=bool(resume))
+    trainer = Trainer(make_config(config, **flags), resume=bool(resume), overwrite=bool(overwrite))
     trainer.fit()
     if dist.is_initialized(): dist.destroy_process_group()
     return trainer
