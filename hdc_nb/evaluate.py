@@ -13,7 +13,7 @@ from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
-from .train import build_model, make_config, _items
+from .train import build_model, make_config, read_checkpoint, _items
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',
@@ -179,7 +179,7 @@ def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or '
         torch.manual_seed(0)
         return build_model(cfg), asdict(cfg)
     if not Path(checkpoint).exists(): raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
-    ckpt = torch.load(checkpoint, map_location='cpu', weights_only=True)
+    ckpt = read_checkpoint(checkpoint)                     # weights_only; an unreadable file is an error naming it
     model = build_model(make_config(ckpt['config'], check_paths=False), load_weights=False)
     model.load_state_dict(ckpt['model'])
     return model, ckpt['config']
@@ -268,7 +268,8 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
              strict:bool=False,           # fail on a video that does not decode (default: leave it out and name it in the outputs)
             ):
     "Evaluate a checkpoint: retrieval R@k, kNN, linear probe, finetuning; writes JSON and markdown."
-    model, cfg = load_model(checkpoint)
+    try: model, cfg = load_model(checkpoint)
+    except (FileNotFoundError, RuntimeError) as e: raise SystemExit(f"hdc_eval: {e}") from None
     try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg['num_frames'], stride=cfg['stride'],
                                            size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
