@@ -15,11 +15,12 @@ from .data import FolderDataset, prepare_cache
 from .augment import get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
-from .train import ContrastStep
+from .train import ContrastStep, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['BENCH_SOURCES', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'train_rows', 'run_bench',
-           'bench_table', 'plot_bench', 'hdc_bench']
+__all__ = ['BENCH_SOURCES', 'PRECISIONS', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'train_rows',
+           'precision_agreement', 'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check',
+           'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #059651ad
 BENCH_SOURCES = {   # name: (encoder, suffix, seconds, keyframe interval)
@@ -118,39 +119,65 @@ def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:i
     return rows
 
 # %% ../nbs/09_bench.ipynb #1359c675
-def _train_worker(backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str)->dict:
-    "Median seconds of an HDC training step and its peak memory (run in a fresh process on the CPU)."
-    dev, baseline = torch.device(device), _status_mb('VmRSS')
-    model = HDCModel(backbone, subtasks=('sc', 'tc')).to(dev)
+PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+def _train_worker(backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str,
+                  precision:str='fp32', compiled:bool=False, channels_last:bool=False)->dict:
+    "Median seconds of an HDC training step, the first step's seconds and the peak memory (run in a fresh process)."
+    dev, baseline, dtype = torch.device(device), _status_mb('VmRSS'), PRECISIONS[precision]
+    model = HDCModel(backbone, subtasks=('sc', 'tc')).to(dev, memory_format=torch.channels_last_3d if channels_last else torch.preserve_format)
     step = ContrastStep(model)
+    net = torch.compile(step) if compiled else step
     loss_fn = HierarchicalLoss([(s, l) for s in model.subtasks for l in model.levels], 'invariance').to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    scaler = torch.amp.GradScaler('cuda', enabled=precision == 'fp16')
     clip = lambda n: torch.randn(videos, n, 3, num_frames, size, size, device=dev)
     batch = dict(sc=clip(2), tc=clip(2), tc_hard=clip(1))
-    amp = dev.type == 'cuda'
-    if amp: torch.cuda.reset_peak_memory_stats()
+    cuda = dev.type == 'cuda'
+    if cuda: torch.cuda.reset_peak_memory_stats()
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-            q, k, hard = step(batch)
+        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            q, k, hard = net(batch)
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
         loss, _ = loss_fn(q, k, hard)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        if amp: torch.cuda.synchronize()
+        if not torch.isfinite(loss): raise FloatingPointError(f"{backbone} {precision}: non-finite loss {loss.item()} at step {i}")
+        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+        if cuda: torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if amp else _status_mb('VmHWM')
-    return dict(seconds=statistics.median(times[1:]), peak_mb=peak, baseline_mb=0.0 if amp else baseline)
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status_mb('VmHWM')
+    return dict(seconds=statistics.median(times[1:]), first_s=times[0], peak_mb=peak, baseline_mb=0.0 if cuda else baseline)
 
 def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per step)
-               num_frames:int=16, size:int=112, steps:int=3, device:str='cpu')->list[dict]:
-    "One row per backbone: clips/s of an HDC step (5 clips per video) and peak memory."
+               num_frames:int=16, size:int=112, steps:int=3, device:str='cpu',
+               variants=(('fp32', False, False),),  # (precision, compiled, channels_last) for every setup
+              )->list[dict]:
+    "One row per backbone and variant: clips/s of an HDC step (5 clips per video), the first step's time and peak memory."
     rows = []
     for backbone, videos in setups:
-        r = _fresh('_train_worker', backbone, videos, num_frames, size, steps, device)
-        rows.append(dict(backbone=backbone, device=device, precision='bf16' if device == 'cuda' else 'fp32', videos_per_step=videos,
-                         clips_per_s=5 * videos / r['seconds'], step_s=r['seconds'], peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
+        for precision, compiled, channels_last in variants:
+            r = _fresh('_train_worker', backbone, videos, num_frames, size, steps, device, precision, compiled, channels_last)
+            rows.append(dict(backbone=backbone, device=device, precision=precision, compiled=compiled, channels_last=channels_last, videos_per_step=videos,
+                             clip=f'{num_frames}x{size}x{size}', clips_per_s=5 * videos / r['seconds'], step_s=r['seconds'], first_step_s=r['first_s'],
+                             peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
     return rows
+
+# %% ../nbs/09_bench.ipynb #5f99a6f3
+def precision_agreement(steps:int=50,           # optimiser steps of each run
+                        amp:str='bf16',          # the precision compared with fp32
+                        config:str='demo_cpu',   # a named config
+                        **changes)->dict:        # config changes (data_root, sizes, ...)
+    "The logged rows of two runs of `config` from one seed, fp32 and `amp`: {'off': rows, amp: rows} (and each run's wall time)."
+    from hdc_nb.train import Trainer, make_config
+    runs = {}
+    for precision in ('off', amp):
+        start = time.perf_counter()
+        cfg = make_config(config, **dict(progress=False, tensorboard=False, ckpt_every=10**9, log_every=1, workers=0) | changes,
+                          steps=steps, amp=precision, out_dir=tempfile.mkdtemp())
+        runs[precision] = Trainer(cfg).fit()
+        runs[f'{precision}_wall_s'] = time.perf_counter() - start
+    return runs
 
 # %% ../nbs/09_bench.ipynb #8ba45366
 def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)->dict:
@@ -165,16 +192,19 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     pipeline = [r for s, deferred in ((pipe_sources[0], True), (pipe_sources[1], True), (pipe_sources[0], False))
                 for r in pipeline_rows(work, s, videos=4 if quick else 24, workers=(0, 2) if quick else (0, 1, 2), passes=1 if quick else 2, deferred=deferred, **q)]; bar.update()
     setups = (('tiny3d', 2),) if quick else (('tiny3d', 8), ('r3d_18', 2))
-    train = train_rows(setups, num_frames=4 if quick else 16, size=32 if quick else 112, steps=1 if quick else 3); bar.update()
+    train = train_rows(setups, num_frames=4 if quick else 16, size=32 if quick else 112, steps=1 if quick else 3)
+    native = cpu_bf16_native()            # the demo's step (tiny3d, 32 videos of 8x32x32) in bf16 and compiled, beside fp32
+    variants = [('fp32', False, False), ('bf16', False, False)] + ([] if quick else [('fp32', True, False)] + [('bf16', True, False)] * native)
+    train += train_rows((('tiny3d', 4 if quick else 32),), num_frames=8, size=32, steps=1 if quick else 3, variants=variants); bar.update()
     if device == 'cuda' or (device is None and torch.cuda.is_available()):
-        train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda')
+        train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda', variants=(('bf16', False, False),))
     bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s'] for r in pipeline if r['input'] == 'original'}
     for r in pipeline:
         r['vs_decode_limit'] = r['clips_per_s'] / limit[r['source']]
         r['vs_uncached'] = r['clips_per_s'] / uncached[(r['source'], r['augment'], r['workers'])]
-    machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
+    machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__, cpu_bf16_native=cpu_bf16_native(),
                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
     results = dict(machine=machine, quick=quick, decode=decode, pipeline=pipeline, train=train)
     (out/'bench.json').write_text(json.dumps(results, indent=1))
@@ -182,16 +212,24 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     return results
 
 # %% ../nbs/09_bench.ipynb #1eebc348
+def train_table(rows:list[dict])->str:
+    "Markdown: one row per timed training step (`train_rows`)."
+    lines = ['| backbone | clip | device | precision | compiled | channels-last | videos/step | clips/s | step s | first step s | peak MB (process at start) |', '|---|---|---|---|---|---|---|---|---|---|---|']
+    lines += [f"| {r['backbone']} | {r.get('clip', '16x112x112')} | {r['device']} | {r['precision']} | {'yes' if r.get('compiled') else 'no'} | {'yes' if r.get('channels_last') else 'no'} | "
+              f"{r['videos_per_step']} | {r['clips_per_s']:.1f} | {r['step_s']:.2f} | " + (f"{r['first_step_s']:.1f}" if 'first_step_s' in r else '–') +
+              f" | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |" for r in rows]
+    return '\n'.join(lines)
+
 def bench_table(results:dict)->str:
     "The benchmark as markdown: machine, decoding, pipeline and training tables."
     m = results['machine']
-    lines = [f"Machine: {m['cpu']}, {m['cores']} CPU cores, torch {m['torch']}" + (f", {m['gpu']}" if m['gpu'] else ', no GPU') + '.', '',
+    lines = [f"Machine: {m['cpu']}, {m['cores']} CPU cores, torch {m['torch']}" + (f", {m['gpu']}" if m['gpu'] else ', no GPU') +
+             {True: '; bf16 native on the CPU', False: '; bf16 only emulated on the CPU (no AVX512-BF16 or AMX)'}.get(m.get('cpu_bf16_native'), '') + '.', '',
              '### Decoding (16x2 clips at 112 px short side)', '', '| source | decoder | clips/s | time vs bare PyAV |', '|---|---|---|---|']
     lines += [f"| {r['source']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |") for r in results['decode']]
     lines += ['', '### Input pipeline (hdc recipe, decoded clips/s)', '', '| source | augmentation | input | workers | clips/s | vs decode limit | vs uncached | peak MB, main + workers (main at start) |', '|---|---|---|---|---|---|---|---|']
     lines += [f"| {r['source']} | {r['augment']} | {r['input']} | {r['workers']} | {r['clips_per_s']:.1f} | {r['vs_decode_limit']:.2f}x | {r['vs_uncached']:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |" for r in results['pipeline']]
-    lines += ['', '### Training step (HDC: 5 clips per video)', '', '| backbone | device | precision | videos/step | clips/s | step s | peak MB (process at start) |', '|---|---|---|---|---|---|---|']
-    lines += [f"| {r['backbone']} | {r['device']} | {r['precision']} | {r['videos_per_step']} | {r['clips_per_s']:.1f} | {r['step_s']:.2f} | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |" for r in results['train']]
+    lines += ['', '### Training step (HDC: 5 clips per video)', '', train_table(results['train'])]
     lines += ['', '### Does loading keep up? (videos/s: a training step embeds 5 clips per video, the pipeline decodes 3)', '']
     top = max(r['workers'] for r in results['pipeline'])
     offers = [r for r in results['pipeline'] if r['augment'] == 'crop in workers' and r['workers'] == top]
@@ -236,3 +274,73 @@ def hdc_bench(out_dir:str='hdc_runs/bench',  # bench.json, bench.md and bench.pn
     results = run_bench(out_dir, quick, device)
     plot_bench(results, Path(out_dir)/'bench.png')
     print(bench_table(results) + f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/bench.json, bench.md, bench.png")
+
+# %% ../nbs/09_bench.ipynb #b88a94c3
+def _ddp_worker(device:str, backbone:str, videos:int, num_frames:int, size:int, port:int)->dict:
+    "One DDP training step in a 1-process group (NCCL on CUDA, with SyncBatchNorm; gloo on the CPU), run in a fresh process."
+    import torch.distributed as dist, torch.nn as nn
+    cuda = device == 'cuda'
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port), RANK='0', WORLD_SIZE='1', LOCAL_RANK='0')
+    dist.init_process_group('nccl' if cuda else 'gloo')
+    try:
+        model = HDCModel(backbone, subtasks=('sc', 'tc'))
+        if cuda: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(device)
+        net = nn.parallel.DistributedDataParallel(ContrastStep(model), device_ids=[0] if cuda else None)
+        loss_fn = HierarchicalLoss([(s, l) for s in model.subtasks for l in model.levels], 'invariance').to(device)
+        clip = lambda n: torch.randn(videos, n, 3, num_frames, size, size, device=device)
+        q, k, hard = net(dict(sc=clip(2), tc=clip(2), tc_hard=clip(1)))
+        loss, _ = loss_fn(q, k, hard)
+        loss.backward()
+        finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
+        return dict(backend=dist.get_backend(), sync_bn_layers=sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()), loss=loss.item(), finite_grads=finite)
+    finally: dist.destroy_process_group()
+
+def _wait_worker(data_root:str, device:str, backbone:str, batch:int, num_frames:int, size:int, steps:int, workers:int)->dict:
+    "Pretrain `steps` steps on encoded videos, photometric half on the device: clips/s and the share of time waiting for data."
+    from hdc_nb.train import Trainer, make_config
+    cfg = make_config('synthetic_base', data_root=data_root, out_dir=tempfile.mkdtemp(), backbone=backbone, batch_size=batch, num_frames=num_frames,
+                      crop_size=size, decode_size=round(size * 8 / 7), sc_gap_min=num_frames, steps=steps, warmup_steps=1, log_every=max(1, steps // 2),
+                      ckpt_every=10**9, aug_on_gpu=True, device=device, amp='auto', workers=workers, progress=False, tensorboard=False)
+    trainer = Trainer(cfg)
+    last = trainer.fit()[-1]
+    return dict(clips_per_s=last['clips_per_s'], data_wait=last['data_wait'], precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[trainer.amp_dtype])
+
+# %% ../nbs/09_bench.ipynb #30745a44
+def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go here
+              device:str='cuda',            # cuda; cpu runs the same code (for tests, with quick)
+              quick:bool=False,             # tiny3d, tiny clips, one batch size: checks that it runs
+             )->dict:
+    "Training throughput by precision, compile and memory format; the input pipeline's data wait; a 1-process DDP group."
+    from hdc_nb.data import make_synthetic
+    if device == 'cuda' and not torch.cuda.is_available(): raise RuntimeError("gpu_check: no CUDA device is visible to torch")
+    out, work = Path(out_dir), Path(tempfile.mkdtemp())
+    out.mkdir(parents=True, exist_ok=True)
+    backbone, frames, size, steps, batches = ('tiny3d', 4, 32, 1, (2,)) if quick else ('r3d_18', 16, 112, 5, (32, 64))
+    variants = [('bf16', False, False), ('fp16', False, False), ('bf16', True, False), ('bf16', False, True)] if device == 'cuda' else [('fp32', False, False), ('bf16', False, False)]
+    train = train_rows(tuple((backbone, b) for b in batches), frames, size, steps, device, variants)
+    data = make_synthetic(work/'syn', appearances=4, motions=8, videos_per_pair=2, num_frames=40 if quick else 64, size=round(size * 8 / 7), backgrounds=6)
+    wait = _fresh('_wait_worker', str(data), device, backbone, 8 if quick else 32, frames, size, 2 if quick else 20, 0 if quick else min(8, os.cpu_count() or 1))
+    ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
+    if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']): raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
+    machine = dict(device=torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or platform.machine(), torch=torch.__version__, cores=os.cpu_count())
+    results = dict(machine=machine, quick=quick, train=train, pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp)
+    (out/'gpu_check.json').write_text(json.dumps(results, indent=1))
+    (out/'gpu_check.md').write_text(gpu_table(results))
+    return results
+
+def gpu_table(results:dict)->str:
+    "The GPU check as markdown."
+    m, p, d = results['machine'], results['pipeline'], results['ddp']
+    return '\n'.join([f"Device: {m['device']}, {m['cores']} CPU cores, torch {m['torch']}.", '', train_table(results['train']), '',
+                      f"Input pipeline ({p['backbone']}, {p['batch']} videos per step, photometric half on the device, {p['precision']}): "
+                      f"{p['clips_per_s']:.1f} clips/s, {p['data_wait']:.0%} of the time waiting for data.",
+                      f"DDP, one process ({d['backend']}): {d['sync_bn_layers']} SyncBatchNorm layers, loss {d['loss']:.3f}, gradients finite: {d['finite_grads']}."]) + '\n'
+
+@call_parse
+def hdc_gpu_check(out_dir:str='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go here
+                  quick:bool=False):                 # tiny sizes: checks that it runs
+    "The prepared GPU check (needs a CUDA device): training throughput table, data wait, one-process NCCL + SyncBatchNorm."
+    start = time.perf_counter()
+    results = gpu_check(out_dir, 'cuda', quick)
+    print(gpu_table(results) + f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/gpu_check.json, gpu_check.md")

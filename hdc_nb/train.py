@@ -19,8 +19,8 @@ from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 # %% auto #0
 __all__ = ['CHOICES', 'POSITIVE', 'NONNEGATIVE', 'POSITIVE_OR_UNSET', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS',
            'CHECKPOINT_KEYS', 'RESUMABLE_CHANGES', 'hdc_pretrain', 'TrainConfig', 'validate', 'make_config',
-           'StepSampler', 'ContrastStep', 'lr_factor', 'build_model', 'checkpoints', 'CheckpointError',
-           'read_checkpoint', 'Trainer', 'plot_history', 'write_report']
+           'StepSampler', 'ContrastStep', 'lr_factor', 'cpu_bf16_native', 'autocast_dtype', 'build_model',
+           'checkpoints', 'CheckpointError', 'read_checkpoint', 'Trainer', 'plot_history', 'write_report']
 
 # %% ../nbs/05_train.ipynb #26b96a79
 @dataclass
@@ -167,7 +167,8 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
 # %% ../nbs/05_train.ipynb #52e35bac
 SYNTHETIC_BASE = dict(dataset='synthetic', data_root='hdc_data/synthetic_v2', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
                       decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
-                      batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2)  # the decoupling experiment's base (08)
+                      batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2,
+                      amp='off')  # the decoupling experiment's base (08); fp32 on every machine, so that its figures are the same everywhere
 BEST_RECIPE = dict(weight_mode='invariance', share_views=True)   # what the experiment's best HDC arm changes in that base: the demo's recipe
 _DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=312, workers=0, log_every=10, ckpt_every=104, out_dir='hdc_runs/demo')
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
@@ -234,6 +235,21 @@ def lr_factor(step:int, warmup:int, total:int)->float:
     "Multiplier of the peak learning rate at `step`: linear warm-up, then cosine to 0."
     if step < warmup: return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+# %% ../nbs/05_train.ipynb #04d79e96
+def cpu_bf16_native()->bool:
+    "Whether this CPU computes bf16 convolutions and matmuls natively (AVX512-BF16 or AMX, as oneDNN reports)."
+    try: return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError): return False
+
+def autocast_dtype(amp:str,                 # auto, bf16, fp16 or off
+                   device:torch.device)->torch.dtype|None: # None: fp32, no autocast
+    "The autocast dtype `amp` means on `device`."
+    if amp == 'auto':
+        if device.type == 'cuda': amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        else: amp = 'bf16' if cpu_bf16_native() else 'off'
+    if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs CUDA (its gradient scaler is CUDA's); use bf16 or off on the CPU")
+    return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
 # %% ../nbs/05_train.ipynb #a9ff25b5
 def build_model(cfg:TrainConfig, load_weights:bool=True)->HDCModel: # load_weights: the backbone file cfg.weights, if any
@@ -357,9 +373,7 @@ class Trainer:
         if cfg.optimizer == 'sgd': self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
         else: self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
-        cuda = self.device.type == 'cuda'
-        amp = cfg.amp if cfg.amp != 'auto' else ('bf16' if cuda and torch.cuda.is_bf16_supported() else 'fp16' if cuda else 'off')
-        self.amp_dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp if cuda else 'off']
+        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp_dtype == torch.float16)
 
 # %% ../nbs/05_train.ipynb #1504643a
