@@ -144,40 +144,40 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
             )->dict:                     # {'top1', 'top5'} on the test set
     "Finetune `model` with a linear classifier; test accuracy from clip-averaged logits."
     from tqdm.auto import tqdm
-    torch.manual_seed(seed)
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    level = level or model.levels[-1]
-    model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
-    params = list(model.body.parameters()) + list(head.parameters())
-    if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay) if optimizer == 'sgd' else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
-    for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
-        model.train(); head.train()
-        keys = [(epoch, int(i)) for i in torch.randperm(len(train_set), generator=order)]   # (epoch, index): a new clip and augmentation each epoch
-        for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=workers):
-            x = batch['clips'][:, 0].to(device)
-            loss = F.cross_entropy(head(model.pooled(x)[level]), batch['label'].to(device))
-            opt.zero_grad(); loss.backward(); opt.step(); sched.step()
-    model.eval(); head.eval()
-    logits, labels = [], []
-    with torch.no_grad():
-        for batch in readable_batches(test_set, batch_size, workers, left_out):
-            x = batch['clips'].to(device)
-            logits.append(head(model.pooled(x.flatten(0, 1))[level]).unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
-            labels.append(batch['label'])
-    logits, labels = torch.cat(logits), torch.cat(labels)
-    top = logits.topk(min(5, num_classes), dim=1).indices
-    return dict(top1=float((top[:, 0] == labels).float().mean()), top5=float((top == labels[:, None]).any(1).float().mean()))
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == 'cuda' else []):   # its draws follow `seed`; the caller's generators are left as they were
+        torch.manual_seed(seed)
+        level = level or model.levels[-1]
+        model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
+        params = list(model.body.parameters()) + list(head.parameters())
+        if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay) if optimizer == 'sgd' else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
+        for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
+            model.train(); head.train()
+            keys = [(epoch, int(i)) for i in torch.randperm(len(train_set), generator=order)]   # (epoch, index): a new clip and augmentation each epoch
+            for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=workers):
+                x = batch['clips'][:, 0].to(device)
+                loss = F.cross_entropy(head(model.pooled(x)[level]), batch['label'].to(device))
+                opt.zero_grad(); loss.backward(); opt.step(); sched.step()
+        model.eval(); head.eval()
+        logits, labels = [], []
+        with torch.no_grad():
+            for batch in readable_batches(test_set, batch_size, workers, left_out):
+                x = batch['clips'].to(device)
+                logits.append(head(model.pooled(x.flatten(0, 1))[level]).unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
+                labels.append(batch['label'])
+        logits, labels = torch.cat(logits), torch.cat(labels)
+        top = logits.topk(min(5, num_classes), dim=1).indices
+        return dict(top1=float((top[:, 0] == labels).float().mean()), top5=float((top == labels[:, None]).any(1).float().mean()))
 
 # %% ../nbs/06_eval.ipynb #47069bde
 def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or 'random:<backbone>'
     "The model of a pretraining checkpoint and its config."
     if checkpoint.startswith('random:'):
         cfg = make_config('demo_cpu', check_paths=False, backbone=checkpoint.split(':', 1)[1])
-        torch.manual_seed(0)
-        return build_model(cfg), asdict(cfg)
+        return build_model(cfg, seed=0), asdict(cfg)
     if not Path(checkpoint).exists(): raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
     ckpt = read_checkpoint(checkpoint)                     # weights_only; an unreadable file is an error naming it
     model = build_model(make_config(ckpt['config'], check_paths=False), load_weights=False)

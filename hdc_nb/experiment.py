@@ -137,8 +137,7 @@ def supervised_reference(data_root, cache=None,
                          **changes)->float:     # changes to EXPERIMENT_BASE (clip size, ...)
     "Test top-1 of a random-init backbone finetuned on `factor`'s labels."
     cfg = EXPERIMENT_BASE | changes
-    torch.manual_seed(seed)
-    model = build_model(make_config(cfg, check_paths=False))
+    model = build_model(make_config(cfg, check_paths=False), seed=seed)
     split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler, transform=transform,
                                                             size=cfg['decode_size'], cache=cache)
     train_set = split(True, RandomClip(cfg['num_frames'], cfg['stride']), TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip']))))
@@ -165,9 +164,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     if threads: torch.set_num_threads(threads)
     start, values = time.perf_counter(), arm_config(arm, seed, data_root, cache, run_dir, clip_budget, **changes)
     cfg = EXPERIMENT_BASE | changes
-    if values is None:
-        torch.manual_seed(seed)
-        model, steps, last = build_model(make_config(cfg, check_paths=False)), 0, {}
+    if values is None: model, steps, last = build_model(make_config(cfg, check_paths=False), seed=seed), 0, {}
     else:
         trainer = Trainer(make_config(values), resume=bool(checkpoints(run_dir)))   # a run cut short continues where it stopped
         trainer.fit()

@@ -252,10 +252,17 @@ def autocast_dtype(amp:str,                 # auto, bf16, fp16 or off
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
 # %% ../nbs/05_train.ipynb #a9ff25b5
-def build_model(cfg:TrainConfig, load_weights:bool=True)->HDCModel: # load_weights: the backbone file cfg.weights, if any
+def build_model(cfg:TrainConfig,
+                load_weights:bool=True,   # load the backbone file cfg.weights, if any
+                seed:int|None=None,       # draw the initialisation from this seed, leaving the global generators as they were
+               )->HDCModel:
     "The model a config describes: its backbone, levels, and one head per subtask of its recipe."
-    return HDCModel(cfg.backbone, tuple(_items(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
-                    weights=cfg.weights if load_weights else None)
+    make = lambda: HDCModel(cfg.backbone, tuple(_items(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
+                            weights=cfg.weights if load_weights else None)
+    if seed is None: return make()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return make()
 
 def _join_process_group(cuda:bool)->tuple[int, int, int]:
     "Join the torchrun process group if there is one: (rank, world size, local rank)."
