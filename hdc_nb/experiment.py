@@ -166,7 +166,8 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     cfg = EXPERIMENT_BASE | changes
     if values is None: model, steps, last = build_model(make_config(cfg, check_paths=False), seed=seed), 0, {}
     else:
-        trainer = Trainer(make_config(values), resume=bool(checkpoints(run_dir)))   # a run cut short continues where it stopped
+        cut_short = bool(checkpoints(run_dir))
+        trainer = Trainer(make_config(values), resume=cut_short, overwrite=not cut_short)   # a run cut short continues from its checkpoint, or starts again
         trainer.fit()
         model, steps, last = trainer.model, values['steps'], json.loads((run_dir/'metrics.jsonl').read_text().splitlines()[-1])
     evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'], levels=model.levels[-1:])

@@ -307,7 +307,7 @@ def checkpoints(out_dir)->list[Path]:
 
 def _claim(out:Path, overwrite:bool):
     "Refuse a fresh run in a folder that holds one (their checkpoints and logs would mix), unless `overwrite`: then delete that run's files."
-    held = sorted({p for pattern in ('ckpt-*.pt', 'ckpt-*.pt.part', 'metrics.jsonl', 'tb') for p in out.glob(pattern)})
+    held = sorted({p for pattern in ('ckpt-*.pt', 'ckpt-*.pt.part', 'ckpt-*.pt.unreadable', 'metrics.jsonl', 'tb') for p in out.glob(pattern)})
     if not held: return
     if not overwrite: raise FileExistsError(f"out_dir {out} holds a run ({', '.join(p.name for p in held[:4])}{', ...' if len(held) > 4 else ''}): "
                                            "pass --resume to continue it, --overwrite to replace it (Trainer: resume=True / overwrite=True), or choose another out_dir")
@@ -338,11 +338,11 @@ class Trainer:
         self.device = torch.device(f'cuda:{local}' if cuda else 'cpu')
         if cuda: torch.cuda.set_device(self.device)
         self.out = Path(cfg.out_dir)
-        if not resume and self.rank == 0: _claim(self.out, overwrite)
         torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
         self._data()
         self._model()
         self._optimisation()
+        if not resume and self.rank == 0: _claim(self.out, overwrite)   # last: a run that cannot start deletes nothing
         self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = 0, 0, 0, [], None, None
         if resume: self._resume()
 
@@ -431,13 +431,14 @@ def load(self:Trainer, ckpt):  # a checkpoint file written by `save`, or its con
     _set_rng_state(ckpt['rng'])
     self.step, self.skipped_steps, self.failed_videos = ckpt['step'], ckpt['skipped_steps'], ckpt['failed_videos']
 
-RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress', 'on_nonfinite', 'on_missing', 'make_data',
+RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress', 'on_nonfinite', 'make_data',
                      'data_root', 'cache', 'out_dir')   # what a resumed run may change: how long, how fast, how logged, where the same data lies
 
-def _check_resume_config(stored:dict, now:dict, path):
+def _check_resume_config(stored:dict, now:dict, path, device):
     "Refuse a resumed config that changes what the run computes (seed, batch, recipe, model, ...); warn of the changes it may make."
     defaults = asdict(TrainConfig())
     changed = {k: (stored.get(k, defaults[k]), v) for k, v in now.items() if stored.get(k, defaults[k]) != v}
+    if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device): del changed['amp']   # same precision here
     refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
     show = lambda cs: ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in cs.items())
     if refused: raise ValueError(f"--resume from {path}: {show(refused)} would change what the run computes, so it could not continue exactly; "
@@ -458,9 +459,16 @@ def _resume(self:Trainer):
         try: ckpt = read_checkpoint(path, self.device); break
         except CheckpointError as e: warnings.warn(f"{e}; trying the checkpoint before it")
     else: raise CheckpointError(f"--resume: none of the {len(found)} checkpoints in {self.out} can be read")
-    _check_resume_config(ckpt['config'], asdict(self.cfg), path)
+    _check_resume_config(ckpt['config'], asdict(self.cfg), path, self.device)
+    if self.world > 1:                                                  # every rank must resume from the same step
+        low, high = [torch.tensor([float(ckpt['step']) * sign], device=self.device) for sign in (-1, 1)]
+        dist.all_reduce(low, op=dist.ReduceOp.MAX); dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if -low.item() != high.item(): raise CheckpointError(f"--resume: the ranks read different newest checkpoints (steps {-low.item():.0f} to {high.item():.0f}) in {self.out}")
     self.load(ckpt)
-    if path != found[-1]: warnings.warn(f"resumed from {path.name} (step {self.step}), the newest checkpoint that can be read")
+    if path != found[-1]:
+        warnings.warn(f"resumed from {path.name} (step {self.step}), the newest checkpoint that can be read")
+        if self.rank == 0:                                              # set the unreadable ones aside, or keep_last would delete good ones first
+            for bad in found[found.index(path) + 1:]: bad.rename(bad.with_name(bad.name + '.unreadable'))
     self.purge_step = self.step + 1                    # TensorBoard drops its events from here on: they are logged again
     log = self.out/'metrics.jsonl'
     if self.rank == 0 and log.exists():                # rows after the checkpoint's step are logged again by the resumed run
@@ -482,18 +490,18 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             q, k, hard = self.net(batch, self.key_net)
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
-        loss, logs = self.criterion(q, k, hard, self.queues, update=False)
+        loss, logs = self.criterion(q, k, hard, self.queues, update=len(batches) == 1)   # one micro-batch: weights follow its margins
         if _any_rank(not torch.isfinite(loss), self.device):          # agreed: every rank skips or stops, none waits in backward
             if self.cfg.on_nonfinite == 'skip':
                 self.skipped_steps += 1; self.opt.zero_grad(set_to_none=True)
                 return None
             last = checkpoints(self.out)[-1] if checkpoints(self.out) else 'none yet'
-            where = '' if not torch.isfinite(loss) else f' on another rank than {self.rank}'
-            raise FloatingPointError(f"non-finite loss {loss.item()}{where} at step {self.step + 1} ({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
+            what = f'{loss.item()}' if not torch.isfinite(loss) else f'on another rank (this rank, {self.rank}: {loss.item():.4f})'
+            raise FloatingPointError(f"non-finite loss {what} at step {self.step + 1} ({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
                                      f"last good checkpoint: {last}. Lower lr, enable clip_grad, or set on_nonfinite='skip'.")
         self.scaler.scale(loss / len(batches)).backward()
         logged.append(logs | dict(loss=loss.item())); margins.append(self.criterion.last_margins)
-    self.criterion.update_margins(torch.stack(margins).mean(0))      # the invariance weights move once per optimiser step
+    if len(batches) > 1: self.criterion.update_margins(torch.stack(margins).mean(0))   # the invariance weights move once per optimiser step
     logs = {key: sum(row[key] for row in logged) / len(logged) for key in logged[0]}
     if self.cfg.clip_grad:
         self.scaler.unscale_(self.opt)
@@ -512,7 +520,8 @@ def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     sampler = StepSampler(len(self.dataset), self.cfg.batch_size, start * acc, stop * acc, self.rank, self.world, self.cfg.seed)
     workers = self.cfg.workers
     return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == 'cuda',
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+                                       persistent_workers=False, prefetch_factor=4 if workers else None,
+                                       generator=torch.Generator().manual_seed(self.cfg.seed))   # not the global one: a resumed run's draws stay in step
 
 @patch
 def log(self:Trainer, row:dict):
