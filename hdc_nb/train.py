@@ -270,19 +270,21 @@ def _join_process_group(cuda:bool)->tuple[int, int, int]:
     if world > 1 and not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://')
     return (dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0))) if world > 1 else (0, 1, 0)
 
+def _all_reduce(values:list, op=dist.ReduceOp.SUM)->list[float]:
+    "`values` reduced over the ranks of the process group with `op` (as they are without one)."
+    if not (dist.is_initialized() and dist.get_world_size() > 1): return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
+    dist.all_reduce(t, op=op)
+    return t.tolist()
+
 def _mean_over_ranks(values:dict)->dict:
     "Average logged values over ranks (each rank's loss covers its own anchors)."
-    if not (dist.is_initialized() and dist.get_world_size() > 1): return values
-    t = torch.tensor(list(values.values()), dtype=torch.float64, device='cuda' if dist.get_backend() == 'nccl' else 'cpu')
-    dist.all_reduce(t)
-    return dict(zip(values, (t / dist.get_world_size()).tolist()))
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    return dict(zip(values, (v / world for v in _all_reduce(list(values.values())))))
 
-def _any_rank(flag:bool, device)->bool:
+def _any_rank(flag:bool)->bool:
     "`flag` or'ed over ranks, so that every rank takes the same branch (DDP waits forever for a rank that took another)."
-    if not (dist.is_initialized() and dist.get_world_size() > 1): return flag
-    t = torch.tensor([float(flag)], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return bool(_all_reduce([float(flag)], dist.ReduceOp.MAX)[0])
 
 def _atomic_save(obj, path:Path):
     "torch.save to `path`.part, fsync, rename, fsync the folder: neither a kill nor a power loss leaves a partial checkpoint."
@@ -460,10 +462,8 @@ def _resume(self:Trainer):
         except CheckpointError as e: warnings.warn(f"{e}; trying the checkpoint before it")
     else: raise CheckpointError(f"--resume: none of the {len(found)} checkpoints in {self.out} can be read")
     _check_resume_config(ckpt['config'], asdict(self.cfg), path, self.device)
-    if self.world > 1:                                                  # every rank must resume from the same step
-        low, high = [torch.tensor([float(ckpt['step']) * sign], device=self.device) for sign in (-1, 1)]
-        dist.all_reduce(low, op=dist.ReduceOp.MAX); dist.all_reduce(high, op=dist.ReduceOp.MAX)
-        if -low.item() != high.item(): raise CheckpointError(f"--resume: the ranks read different newest checkpoints (steps {-low.item():.0f} to {high.item():.0f}) in {self.out}")
+    low, high = _all_reduce([-ckpt['step'], ckpt['step']], dist.ReduceOp.MAX)   # every rank must resume from the same step
+    if -low != high: raise CheckpointError(f"--resume: the ranks read different newest checkpoints (steps {-low:.0f} to {high:.0f}) in {self.out}")
     self.load(ckpt)
     if path != found[-1]:
         warnings.warn(f"resumed from {path.name} (step {self.step}), the newest checkpoint that can be read")
@@ -491,7 +491,7 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
             q, k, hard = self.net(batch, self.key_net)
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
         loss, logs = self.criterion(q, k, hard, self.queues, update=len(batches) == 1)   # one micro-batch: weights follow its margins
-        if _any_rank(not torch.isfinite(loss), self.device):          # agreed: every rank skips or stops, none waits in backward
+        if _any_rank(not torch.isfinite(loss)):          # agreed: every rank skips or stops, none waits in backward
             if self.cfg.on_nonfinite == 'skip':
                 self.skipped_steps += 1; self.opt.zero_grad(set_to_none=True)
                 return None
@@ -596,9 +596,8 @@ def _define_cli(name:str, doc:str):
     return namespace[name]
 
 def _bool_arg(value:str)->bool:
-    "A boolean flag value: true/false, yes/no, 1/0."
-    if value.lower() in ('1', 'true', 'yes', 'on'): return True
-    if value.lower() in ('0', 'false', 'no', 'off'): return False
+    "A boolean flag value: true/false, yes/no, on/off, 1/0."
+    if value.lower() in _TRUE + _FALSE: return value.lower() in _TRUE
     raise ValueError(f"not a boolean: {value!r}")
 
 def _pretrain(config:str='demo_cpu', resume:bool=False, overwrite:bool=False, **flags)->Trainer:
