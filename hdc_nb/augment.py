@@ -8,12 +8,14 @@ import random
 from dataclasses import dataclass, field, asdict, replace
 import torch
 from torchvision.transforms import v2
+import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
 from .data import ClipSampler
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'SpatialAug', 'to_video', 'augment_clip',
-           'reverse_clip', 'shuffle_clip', 'ViewSampler', 'ViewRecipe', 'get_recipe', 'recipe_from_dict', 'show_views']
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'SpatialAug', 'grey_video',
+           'to_video', 'augment_clip', 'reverse_clip', 'shuffle_clip', 'ViewSampler', 'ViewRecipe', 'get_recipe',
+           'recipe_from_dict', 'draw_photometric', 'apply_photometric', 'show_views']
 
 # %% ../nbs/02_augment.ipynb #687b1e47
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)   # torchvision's video models
@@ -42,16 +44,21 @@ class SpatialAug:
         "Colour, grayscale, blur, then float and normalisation: uint8 (T,C,H,W) to float (T,C,H,W)."
         kernel = self.size // 10 * 2 + 1
         steps = [v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p)] if self.jitter_p else []
-        steps += [v2.RandomGrayscale(self.grayscale_p)] if self.grayscale_p else []
+        steps += [v2.RandomApply([v2.Lambda(grey_video)], p=self.grayscale_p)] if self.grayscale_p else []   # not RandomGrayscale: see below
         steps += [v2.RandomApply([v2.GaussianBlur(kernel, self.blur_sigma)], p=self.blur_p)] if self.blur_p else []
         return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
 
 AUG_PRESETS = {
     'mild':   dict(crop_scale=(0.5, 1.0), jitter_p=0.3, jitter=(0.2, 0.2, 0.2, 0.02), grayscale_p=0.0, blur_p=0.0),
-    'strong': dict(crop_scale=(0.2, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, blur_p=0.5),
+    'strong': dict(crop_scale=(0.2, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.0, blur_p=0.5),
     'none':   dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0),
-    'colour': dict(crop_scale=(0.5, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.2, blur_p=0.0),   # strong colour, mild geometry
-}
+    'colour': dict(crop_scale=(0.5, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.0, blur_p=0.0),   # strong colour, mild geometry
+    'shape':  dict(crop_scale=(0.4, 1.0), jitter_p=1.0, jitter=(0.6, 0.6, 0.6, 0.5), grayscale_p=0.0, blur_p=0.0),   # colour useless: any hue
+}   # grayscale_p=0 in every preset: what every recorded run had (torchvision's RandomGrayscale skipped videos, see below)
+
+def grey_video(video:tv_tensors.Video)->tv_tensors.Video:
+    "A (T,3,H,W) video in grey, three equal channels (torchvision's `RandomGrayscale` passes videos through unchanged)."
+    return tv_tensors.wrap(TF.rgb_to_grayscale(video.as_subclass(torch.Tensor), num_output_channels=3), like=video)
 
 # %% ../nbs/02_augment.ipynb #b49d0bbb
 def to_video(clip:torch.Tensor)->tv_tensors.Video:  # uint8 (T,H,W,3) as decoded
@@ -182,14 +189,13 @@ class ViewRecipe:
         return out
 
     def augment_batch(self, batch:dict, device='cuda')->dict:
-        "With `on_gpu`: move a collated batch to `device` and apply each view's photometric half there, one draw per clip."
+        "With `on_gpu`: move a collated batch to `device` and apply each view kind's photometric half there, batched, one draw per clip."
         if not self.on_gpu: return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         out = dict(batch)
         for key in [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in batch]:
-            photometric = self.aug(key.split('_')[0]).photometric()
-            views = batch[key].to(device, non_blocking=True)        # (B,V,C,T,H,W) uint8
+            aug, views = self.aug(key.split('_')[0]), batch[key].to(device, non_blocking=True)   # (B,V,C,T,H,W) uint8
             flat = views.flatten(0, 1)
-            out[key] = torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor).transpose(0, 1) for c in flat]).unflatten(0, views.shape[:2])
+            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat))).unflatten(0, views.shape[:2])
         return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 
 # %% ../nbs/02_augment.ipynb #8d802632
@@ -208,6 +214,72 @@ def get_recipe(name:str, **changes)->ViewRecipe:
 def recipe_from_dict(fields:dict)->ViewRecipe:
     "A recipe from the plain dict `asdict` made of it (as saved with a run)."
     return ViewRecipe(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+# %% ../nbs/02_augment.ipynb #4af85655
+_LUMA = (0.2989, 0.587, 0.114)   # torchvision's grey
+
+def _grey(x:torch.Tensor)->torch.Tensor:
+    "Luma of (...,3,H,W) values in 0..255, floored as torchvision floors a uint8 image's: (...,1,H,W)."
+    return sum(w * c for w, c in zip(_LUMA, x.unbind(-3))).floor().unsqueeze(-3)
+
+def _blend(x:torch.Tensor, y:torch.Tensor, ratio:torch.Tensor)->torch.Tensor: return (x * ratio + y * (1 - ratio)).clamp(0, 255).floor()
+
+def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
+    "Turn the hue of (...,3,H,W) values in 0..255 by `shift` (in turns; broadcast), through HSV as torchvision does."
+    y = x / 255
+    r, g, b = y.unbind(-3)
+    top, delta = y.amax(-3), y.amax(-3) - y.amin(-3)
+    span = torch.where(delta > 0, delta, 1.0)
+    h = torch.where(top == r, (g - b) / span, torch.where(top == g, (b - r) / span + 2, (r - g) / span + 4))
+    h = (torch.where(delta > 0, h / 6, 0.0) + shift) % 1
+    s = delta / torch.where(top > 0, top, 1.0)
+    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(3, 1, 1) + 6 * h.unsqueeze(-3)) % 6
+    rgb = top.unsqueeze(-3) * (1 - s.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp(0, 1))
+    return (rgb * (256 - 1e-3)).floor()
+
+def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int)->torch.Tensor:
+    "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding, rounded."
+    lim = (size - 1) / (2 * 2 ** 0.5)
+    k1 = torch.softmax(-(torch.linspace(-lim, lim, size, device=x.device) / sigma[:, None]) ** 2, dim=1)    # (N,size)
+    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(x[0].numel() // x.shape[-1] // x.shape[-2], 0)  # one per (clip, frame, channel)
+    flat = torch.nn.functional.pad(x.reshape(1, -1, *x.shape[-2:]), [size // 2] * 4, mode='reflect')
+    return torch.nn.functional.conv2d(flat, k2[:, None], groups=len(k2)).reshape(x.shape).round()
+
+def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric half is drawn
+                     n:int,                # clips
+                     generator:torch.Generator|None=None)->dict:  # {name: (n,) tensor}; 'order': (n,4) jitter order
+    "Per-clip parameters of `aug`'s photometric half, drawn as tensors, from the distributions torchvision draws them from."
+    rand = lambda *shape: torch.rand(*shape, generator=generator)
+    between = lambda lo, hi: lo + (hi - lo) * rand(n)
+    b, c, s, h = aug.jitter
+    return dict(jitter=rand(n) < aug.jitter_p, order=rand(n, 4).argsort(1),
+                brightness=between(max(0.0, 1 - b), 1 + b), contrast=between(max(0.0, 1 - c), 1 + c),
+                saturation=between(max(0.0, 1 - s), 1 + s), hue=between(-h, h),
+                grayscale=rand(n) < aug.grayscale_p, blur=rand(n) < aug.blur_p, sigma=between(*aug.blur_sigma))
+
+JITTERS = ('brightness', 'contrast', 'saturation', 'hue')   # ColorJitter's four, in the order its draws number them
+
+def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
+                      aug:SpatialAug,
+                      params:dict,         # from `draw_photometric(aug, N)`
+                     )->torch.Tensor:      # float (N,C,T,H,W), normalised
+    "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
+    x = clips.transpose(1, 2).float()                                  # (N,T,C,H,W) in 0..255, as torchvision sees a video
+    p = {k: v.to(x.device) for k, v in params.items()}
+    col = lambda v: v.view(-1, 1, 1, 1, 1)
+    ops = dict(brightness=lambda x, f: (x * col(f)).clamp(0, 255).floor(),
+               contrast=lambda x, f: _blend(x, _grey(x).mean((-3, -2, -1), keepdim=True), col(f)),   # the mean grey of each frame
+               saturation=lambda x, f: _blend(x, _grey(x), col(f)),
+               hue=lambda x, f: _hue(x, f.view(-1, 1, 1, 1)))
+    for position in range(4):
+        for k, name in enumerate(JITTERS):
+            chosen = p['jitter'] & (p['order'][:, position] == k)
+            if aug.jitter[k] and chosen.any(): x[chosen] = ops[name](x[chosen], p[name][chosen])   # a strength of 0: the op is off
+    if aug.grayscale_p and p['grayscale'].any(): x[p['grayscale']] = _grey(x[p['grayscale']]).expand(-1, -1, 3, -1, -1)
+    if aug.blur_p and p['blur'].any(): x[p['blur']] = _blur(x[p['blur']], p['sigma'][p['blur']], aug.size // 10 * 2 + 1)
+    mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (aug.mean, aug.std))
+    return ((x / 255 - mean) / std).transpose(1, 2)
+
 
 # %% ../nbs/02_augment.ipynb #fed47db2
 def show_views(item:dict,             # an item made by a ViewRecipe

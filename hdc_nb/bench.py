@@ -166,7 +166,7 @@ def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per st
 # %% ../nbs/09_bench.ipynb #5f99a6f3
 def precision_agreement(steps:int=50,           # optimiser steps of each run
                         amp:str='bf16',          # the precision compared with fp32
-                        config:str='demo_cpu',   # a named config
+                        config:str='hdc_cpu',    # a named config
                         **changes)->dict:        # config changes (data_root, sizes, ...)
     "The logged rows of two runs of `config` from one seed, fp32 and `amp`: {'off': rows, amp: rows} (and each run's wall time)."
     from hdc_nb.train import Trainer, make_config

@@ -8,7 +8,7 @@ import copy, json
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint
+from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint
 from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
@@ -176,7 +176,7 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
 def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or 'random:<backbone>'
     "The model of a pretraining checkpoint and its config."
     if checkpoint.startswith('random:'):
-        cfg = make_config('demo_cpu', check_paths=False, backbone=checkpoint.split(':', 1)[1])
+        cfg = make_config('hdc_cpu', check_paths=False, backbone=checkpoint.split(':', 1)[1])
         return build_model(cfg, seed=0), asdict(cfg)
     if not Path(checkpoint).exists(): raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
     ckpt = read_checkpoint(checkpoint)                     # weights_only; an unreadable file is an error naming it
@@ -253,7 +253,7 @@ def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value
 @call_parse
 def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or random:<backbone>
              dataset:str='synthetic',     # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
-             data_root:str='hdc_data/synthetic_v2', # the videos (csv, list: the file)
+             data_root:str=f'hdc_data/synthetic_{BENCHMARK}', # the videos (csv, list: the file)
              annotations:str=None,        # split files (ucf101, hmdb51), label map (list), CSV or folder of CSVs (kinetics)
              test_root:str=None,          # the test set, where data_root has no test part: a folder, CSV or list file
              split:int=1,                 # official split

@@ -10,13 +10,13 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .data import MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
+from .data import BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, SpatialAug, get_recipe
 from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, checkpoints, make_config, build_model, plot_history, _items
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
-__all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'LEVER_ARMS', 'MAIN_ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'DEMO_BAR',
+__all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'LEVER_ARMS', 'FACTORS', 'TABLE_COLUMNS', 'QUICK', 'DEMO_BAR',
            'clips_per_video', 'arm_config', 'evaluate_factors', 'nuisance_probe', 'supervised_reference',
            'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data', 'run_experiment',
            'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy', 'experiment_report',
@@ -42,13 +42,19 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., + other-time negatives': dict(weight_mode='invariance', hard_negatives='reverse,other_time'),
     'HDC inv., temperature 0.1': dict(weight_mode='invariance', temperature=0.1),
     'HDC, TC terms weighted x3': dict(loss_weights='tc/layer2=3,tc/layer3=3,tc/layer4=3'),
-    'HDC inv., shared views': BEST_RECIPE,         # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
+    'HDC inv., shared views': dict(weight_mode='invariance', share_views=True),
     'HDC inv., shared views, SC colour aug': dict(weight_mode='invariance', share_views=True, sc_aug='colour'),
     'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
+    'SC only, shape aug': BEST_RECIPE,             # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
+    'HDC inv., shared views, SC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape'),
+    'HDC inv., SC still, SC shape aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='shape'),
+    'HDC, shared views, SC shape aug, SC x3': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=3,sc/layer3=3,sc/layer4=3'),
+    'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
 }
-DEMO_ARM = 'HDC inv., shared views'
-LEVER_ARMS = ('HDC inv., SC still', 'HDC inv., shared views, SC colour aug')     # tried at one seed
-MAIN_ARMS = ('random init', 'whole', 'SC only', 'TC only', 'HDC invariance', 'HDC inv., shared views')  # the v2 table, three seeds each
+DEMO_ARM = 'SC only, shape aug'
+MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug')  # the v3 table, 3 seeds
+LEVER_ARMS = ('HDC inv., SC still, SC shape aug', 'HDC, shared views, SC shape aug, SC x3',
+              'HDC, shared views, SC shape aug, SC top, TC below')   # tried on v3 at one seed
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
 def clips_per_video(changes:dict)->int:
@@ -144,7 +150,7 @@ def supervised_reference(data_root, cache=None,
     test_set = split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size']))
     return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=0.05, batch_size=batch_size, workers=0, progress=False, seed=seed)['top1']
 
-def supervised_references(out_dir, data_root, preset:str='v2', epochs:int=20, **changes)->dict:
+def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=20, **changes)->dict:
     "`supervised_reference` on both factors, computed once and kept in out_dir/supervised.json."
     path = Path(out_dir)/'supervised.json'
     if path.exists(): return json.loads(path.read_text())
@@ -179,7 +185,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     return result
 
 # %% ../nbs/08_tutorial.ipynb #7d6e4be7
-def prepare_experiment_data(data_root, preset:str='v2', decode_size:int=36)->Path:
+def prepare_experiment_data(data_root, preset:str=BENCHMARK, decode_size:int=36)->Path:
     "Make the synthetic dataset (if absent) and its npy cache at `decode_size`; the cache folder."
     data_root = Path(data_root)
     if not (data_root/'train.csv').exists(): make_synthetic(data_root, **SYNTHETIC_PRESETS[preset])
@@ -189,8 +195,8 @@ def prepare_experiment_data(data_root, preset:str='v2', decode_size:int=36)->Pat
 
 def _run(args): return run_arm(*args[:5], **args[5])
 
-def run_experiment(out_dir='hdc_runs/experiment_v2', data_root='hdc_data/synthetic_v2', arms=MAIN_ARMS, seeds:int=3,
-                   clip_budget:int=40_000, jobs:int=2, preset:str='v2', progress:bool=True, **changes)->list[dict]:
+def run_experiment(out_dir=f'hdc_runs/experiment_{BENCHMARK}', data_root=f'hdc_data/synthetic_{BENCHMARK}', arms=MAIN_ARMS, seeds:int=3,
+                   clip_budget:int=40_000, jobs:int=2, preset:str=BENCHMARK, progress:bool=True, **changes)->list[dict]:
     "Every (arm, seed), resumable; the list of results, arm by arm."
     from tqdm.auto import tqdm
     cfg = EXPERIMENT_BASE | changes
@@ -301,20 +307,20 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
     return out/'table.md'
 
 @call_parse
-def hdc_experiment(out_dir:str='hdc_runs/experiment_v2',     # runs, results.json, table.md, figure.png
-                   data_root:str='hdc_data/synthetic_v2',    # the synthetic dataset (made here if absent)
-                   preset:str='v2',                          # its preset (demo: the first benchmark, for the record)
+def hdc_experiment(out_dir:str=f'hdc_runs/experiment_{BENCHMARK}', # runs, results.json, table.md, figure.png
+                   data_root:str=f'hdc_data/synthetic_{BENCHMARK}', # the synthetic dataset (made here if absent)
+                   preset:str=BENCHMARK,                     # its preset (v2, demo: the earlier benchmarks, for the record)
                    seeds:int=3,                              # seeds per arm
                    clip_budget:int=40_000,                   # clips through the network per run
                    jobs:int=2,                               # runs at a time (each in its own process)
                    quick:bool=False,                         # the 3-minute variant (tiny data, 3 arms, 1 seed)
-                   arms:str=None,                            # comma-separated arm names (default: MAIN_ARMS; all: every arm)
+                   arms:str=None,                            # arm names separated by ';' (names hold commas; default: MAIN_ARMS; all: every arm)
                   ):
     "Run every arm of the decoupling experiment, resumably, and write the table and figure."
     start = time.perf_counter()
     if quick: results = run_experiment(out_dir, data_root, QUICK['arms'], QUICK['seeds'], QUICK['clip_budget'], jobs, QUICK['preset'], **QUICK['changes'])
     else:
-        chosen = tuple(ARMS) if arms == 'all' else tuple(a.strip() for a in arms.split(',')) if arms else MAIN_ARMS
+        chosen = tuple(ARMS) if arms == 'all' else tuple(a.strip() for a in arms.split(';')) if arms else MAIN_ARMS
         unknown = [a for a in chosen if a not in ARMS]
         if unknown: raise SystemExit(f"unknown arms {unknown}; the arms are {list(ARMS)}")
         results = run_experiment(out_dir, data_root, chosen, seeds, clip_budget, jobs, preset)
@@ -332,7 +338,7 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
     (out/'results.json').write_text(json.dumps({f'{name}/{f}': r['eval'][f] for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS}, indent=1))
     gain = {f: trained['eval'][f]['linear'][key] - random_init['eval'][f]['linear'][key] for f in FACTORS}
     learned = all(gain[f] >= DEMO_BAR[f] for f in FACTORS)
-    verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: HDC is {100 * gain['motion']:+.1f} points over random init on motion "
+    verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: {trained['arm']} is {100 * gain['motion']:+.1f} points over random init on motion "
                f"and {100 * gain['appearance']:+.1f} on appearance (linear probe, {key}; the bar is +{100 * DEMO_BAR['motion']:.0f} and +{100 * DEMO_BAR['appearance']:.0f}).")
     plot_history([json.loads(l) for l in (out/arm_slug(trained['arm'])/f"seed{trained['seed']}"/'metrics.jsonl').read_text().splitlines()], out/'curves.png')
     rows = [f"| {k} | " + ' | '.join(f"{100 * r['eval'][f][m].get(k, float('nan')):.1f}" for f in FACTORS for m in ('linear', 'knn') for r in (trained, random_init)) + ' |'
@@ -349,12 +355,12 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
 
 @call_parse
 def hdc_demo(out_dir:str='hdc_runs/demo',              # where the runs, report.md and results.json go
-             data_root:str='hdc_data/synthetic_v2',    # the synthetic dataset (made here if absent)
+             data_root:str=f'hdc_data/synthetic_{BENCHMARK}', # the synthetic dataset (made here if absent)
              clip_budget:int=40_000,                   # clips through the network (the experiment's budget)
              seed:int=0):
-    "Make the v2 synthetic dataset if absent, pretrain the best HDC recipe with tiny3d on the CPU, evaluate it and a random-init network, write the report."
+    "Make the benchmark's synthetic dataset if absent, pretrain the experiment's best recipe with tiny3d on the CPU, evaluate it and a random-init network, write the report."
     start = time.perf_counter()
-    cache = prepare_experiment_data(data_root, 'v2', EXPERIMENT_BASE['decode_size'])
+    cache = prepare_experiment_data(data_root, BENCHMARK, EXPERIMENT_BASE['decode_size'])
     trained, random_init = [run_arm(arm, seed, out_dir, data_root, cache, clip_budget, threads=os.cpu_count(), progress=True) for arm in (DEMO_ARM, 'random init')]
     report, verdict = demo_report(trained, random_init, out_dir, time.perf_counter() - start)
     print(f"report: {report}\n{verdict}")

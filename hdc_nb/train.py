@@ -11,7 +11,7 @@ import numpy as np, torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .data import DATASET_KINDS, SYNTHETIC_PRESETS, build_dataset, make_synthetic
+from .data import BENCHMARK, DATASET_KINDS, SYNTHETIC_PRESETS, build_dataset, make_synthetic
 from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, get_recipe
 from .model import BACKBONES, HDCModel, MomentumEncoder
 from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
@@ -28,7 +28,7 @@ class TrainConfig:
     "Everything that defines a pretraining run."
     # data
     dataset:str='synthetic'          # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
-    data_root:str='hdc_data/synthetic_v2' # the videos (csv, list: the file)
+    data_root:str=f'hdc_data/synthetic_{BENCHMARK}' # the videos (csv, list: the file)
     annotations:str=None             # split files of ucf101 / hmdb51 (default: the usual folder under data_root), label map (list), CSV (kinetics)
     split:int=1                      # official split
     cache:str=None                   # a folder written by hdc_prepare_cache
@@ -165,15 +165,17 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
     return validate(TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()}), check_paths)
 
 # %% ../nbs/05_train.ipynb #52e35bac
-SYNTHETIC_BASE = dict(dataset='synthetic', data_root='hdc_data/synthetic_v2', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
+SYNTHETIC_BASE = dict(dataset='synthetic', data_root=f'hdc_data/synthetic_{BENCHMARK}', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
                       decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
                       batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2,
                       amp='off')  # the decoupling experiment's base (08); fp32 on every machine, so that its figures are the same everywhere
-BEST_RECIPE = dict(weight_mode='invariance', share_views=True)   # what the experiment's best HDC arm changes in that base: the demo's recipe
-_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=312, workers=0, log_every=10, ckpt_every=104, out_dir='hdc_runs/demo')
+BEST_RECIPE = dict(recipe='sc_only', sc_aug='shape')   # what the experiment's best arm on v3 changes in that base: the demo's recipe
+_CPU_RUN = dict(workers=0, log_every=10, out_dir='hdc_runs/demo')    # 40 000 clips each: 2 per video for SC only, 4 for HDC with shared views
+_HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, steps=312, ckpt_every=104) | _CPU_RUN  # the best HDC arm
+_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=625, ckpt_every=125) | _CPU_RUN
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
               weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
-CONFIGS = {'demo_cpu': _DEMO, 'synthetic_base': SYNTHETIC_BASE} | {
+CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE} | {
     f'{data}_{net}': _PAPER | dict(dataset='ucf101' if data == 'ucf101' else 'folder', backbone=backbone,
                                    data_root=f'data/{data}', steps=steps, out_dir=f'hdc_runs/{data}_{net}')
     for data, steps in (('ucf101', 40_000), ('k400', 200_000))
@@ -357,7 +359,7 @@ class Trainer:
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
             if not cfg.make_data: raise FileNotFoundError(f"data_root={cfg.data_root!r} holds no synthetic dataset (no train.csv): render it with "
                                                           f"`hdc_synth {cfg.data_root}`, or pass make_data=True (--make_data true)")
-            if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS['v2'])
+            if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS[BENCHMARK])
             if self.world > 1: dist.barrier()
         self.dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.annotations, cfg.split, train=True, sampler=self.recipe.sampler(),
                                      transform=self.recipe, size=cfg.decode_size or round(cfg.crop_size * 8 / 7), cache=cfg.cache, seed=cfg.seed, on_missing=cfg.on_missing)
