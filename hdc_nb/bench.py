@@ -9,18 +9,19 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
+from torchvision import tv_tensors
 from fastcore.script import call_parse
 from .video import bench_frames, decode_benchmark, write_video
 from .data import FolderDataset, prepare_cache
-from .augment import get_recipe
+from .augment import AUG_PRESETS, SpatialAug, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
 from .train import ContrastStep, cpu_bf16_native
 
 # %% auto #0
 __all__ = ['BENCH_SOURCES', 'PRECISIONS', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'train_rows',
-           'precision_agreement', 'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check',
-           'gpu_table', 'hdc_gpu_check']
+           'precision_agreement', 'photometric_rows', 'run_bench', 'train_table', 'bench_table', 'plot_bench',
+           'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #059651ad
 BENCH_SOURCES = {   # name: (encoder, suffix, seconds, keyframe interval)
@@ -178,6 +179,30 @@ def precision_agreement(steps:int=50,           # optimiser steps of each run
         runs[precision] = Trainer(cfg).fit()
         runs[f'{precision}_wall_s'] = time.perf_counter() - start
     return runs
+
+# %% ../nbs/09_bench.ipynb #da660019
+def photometric_rows(videos:int=64,       # videos in the batch
+                     views:int=5,         # views per video (the hdc recipe: SC pair, TC pair, reversed TC clip)
+                     num_frames:int=16, size:int=112,
+                     preset:str='strong', # augmentation preset (strong: every op)
+                     reps:int=2,          # timed passes of each path (the best is kept)
+                     device:str='cpu')->list[dict]:
+    "Seconds for the photometric half of one batch: torchvision's pipeline clip by clip (the old `augment_batch`), and batched."
+    aug = SpatialAug(size=size, **AUG_PRESETS[preset])
+    clips = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device)
+    paths = {'per clip (torchvision)': lambda: torch.stack([aug.photometric()(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
+             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
+    rows = []
+    for name, run in paths.items():
+        times = []
+        for _ in range(reps):
+            if device.startswith('cuda'): torch.cuda.synchronize()
+            start = time.perf_counter(); run()
+            if device.startswith('cuda'): torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        rows.append(dict(path=name, clips=len(clips), clip=f'{num_frames}x{size}x{size}', device=device, preset=preset, seconds=min(times)))
+    for r in rows: r['speedup'] = rows[0]['seconds'] / r['seconds']
+    return rows
 
 # %% ../nbs/09_bench.ipynb #8ba45366
 def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)->dict:
