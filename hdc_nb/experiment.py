@@ -50,11 +50,12 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., SC still, SC shape aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='shape'),
     'HDC, shared views, SC shape aug, SC x3': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=3,sc/layer3=3,sc/layer4=3'),
     'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
+    'SC only, shape aug, HDC steps': dict(recipe='sc_only', sc_aug='shape', steps_like='HDC inv., shared views, SC shape aug'),
 }
 DEMO_ARM = 'SC only, shape aug'
 MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug')  # the v3 table, 3 seeds
 LEVER_ARMS = ('HDC inv., SC still, SC shape aug', 'HDC, shared views, SC shape aug, SC x3',
-              'HDC, shared views, SC shape aug, SC top, TC below')   # tried on v3 at one seed
+              'HDC, shared views, SC shape aug, SC top, TC below', 'SC only, shape aug, HDC steps')   # tried on v3 at one seed
 WATCHED = ('whole', DEMO_ARM, 'TC only', 'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
