@@ -191,6 +191,7 @@ def photometric_rows(videos:int=64,       # videos in the batch
     aug = SpatialAug(size=size, **AUG_PRESETS[preset])
     clips = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device)
     paths = {'per clip (torchvision)': lambda: torch.stack([aug.photometric()(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
+             'ours clip by clip (as a CPU worker would)': lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
              'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
     rows = []
     for name, run in paths.items():
