@@ -264,6 +264,7 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       params:dict,         # from `draw_photometric(aug, N)`
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
     "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
+    if clips.dtype != torch.uint8: raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
     x = clips.transpose(1, 2).float()                                  # (N,T,C,H,W) in 0..255, as torchvision sees a video
     p = {k: v.to(x.device) for k, v in params.items()}
     col = lambda v: v.view(-1, 1, 1, 1, 1)

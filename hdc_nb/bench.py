@@ -184,13 +184,13 @@ def precision_agreement(steps:int=50,           # optimiser steps of each run
 def photometric_rows(videos:int=64,       # videos in the batch
                      views:int=5,         # views per video (the hdc recipe: SC pair, TC pair, reversed TC clip)
                      num_frames:int=16, size:int=112,
-                     preset:str='strong', # augmentation preset (strong: every op)
+                     preset:str='strong', # augmentation preset (strong: all four jitters and blur)
                      reps:int=2,          # timed passes of each path (the best is kept)
                      device:str='cpu')->list[dict]:
     "Seconds for the photometric half of one batch: torchvision's pipeline clip by clip (the old `augment_batch`), and batched."
     aug = SpatialAug(size=size, **AUG_PRESETS[preset])
-    clips = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device)
-    paths = {'per clip (torchvision)': lambda: torch.stack([aug.photometric()(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
+    clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device), aug.photometric()
+    paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
              'ours clip by clip (as a CPU worker would)': lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
              'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
     rows = []

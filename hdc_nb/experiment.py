@@ -298,19 +298,19 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
     out = Path(out_dir)
     plot_experiment(results, path=out/'figure.png')
     watched = [a for a in WATCHED if any(r['arm'] == a for r in results)]
-    plot_subtask_accuracy(out, watched, path=out/'accuracy.png')
+    if watched: plot_subtask_accuracy(out, watched, path=out/'accuracy.png')
     seeds = max(r['seed'] for r in results) + 1
     lines = ['# The decoupling experiment', '', f"{len(results)} runs ({seeds} seeds); {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
              f"torch {torch.__version__}; wall time {wall_s / 60:.1f} min (this invocation), {sum(r['wall_s'] for r in results) / 60:.1f} min of run time in total.", '', '## Linear probe at layer4 (accuracy %, mean ± std over seeds)', '',
              experiment_table(results), '', *([f"Supervised reference (tiny3d trained with the labels, test top-1): appearance {100 * supervised['appearance']:.1f}, "
              f"motion {100 * supervised['motion']:.1f}.", ''] if supervised else []), '## kNN at layer4', '', experiment_table(results, metric='knn', columns=TABLE_COLUMNS[:-2]),
-             '', '![figure](figure.png)', '', '![contrastive accuracy during training](accuracy.png)', '']
+             '', '![figure](figure.png)', '', *(['![contrastive accuracy during training](accuracy.png)', ''] if watched else [])]
     (out/'table.md').write_text('\n'.join(lines))
     return out/'table.md'
 
 @call_parse
-def hdc_experiment(out_dir:str=f'hdc_runs/experiment_{BENCHMARK}', # runs, results.json, table.md, figure.png
-                   data_root:str=f'hdc_data/synthetic_{BENCHMARK}', # the synthetic dataset (made here if absent)
+def hdc_experiment(out_dir:str=None,                        # runs, results.json, table.md, figure.png (default: hdc_runs/experiment_<preset>)
+                   data_root:str=None,                       # the synthetic dataset, made here if absent (default: hdc_data/synthetic_<preset>)
                    preset:str=BENCHMARK,                     # its preset (v2, demo: the earlier benchmarks, for the record)
                    seeds:int=3,                              # seeds per arm
                    clip_budget:int=40_000,                   # clips through the network per run
@@ -320,6 +320,8 @@ def hdc_experiment(out_dir:str=f'hdc_runs/experiment_{BENCHMARK}', # runs, resul
                   ):
     "Run every arm of the decoupling experiment, resumably, and write the table and figure."
     start = time.perf_counter()
+    preset = QUICK['preset'] if quick else preset        # each preset in its own folders: a quick run never lands in the benchmark's
+    out_dir, data_root = out_dir or f'hdc_runs/experiment_{preset}', data_root or f'hdc_data/synthetic_{preset}'
     if quick: results = run_experiment(out_dir, data_root, QUICK['arms'], QUICK['seeds'], QUICK['clip_budget'], jobs, QUICK['preset'], **QUICK['changes'])
     else:
         chosen = tuple(ARMS) if arms == 'all' else tuple(a.strip() for a in arms.split(';')) if arms else MAIN_ARMS
@@ -350,7 +352,7 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
              f"{trained['config']['num_frames']}x{trained['config']['crop_size']}x{trained['config']['crop_size']} clips",
              f"- data: `{trained['config']['data_root']}` (test split as queries / probe test set, train split as gallery / probe train set)",
              f"- wall time {wall_s / 60:.1f} min from the start of this invocation", '',
-             '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN') for n in ('HDC', 'random')) + ' |',
+             '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN') for n in ('trained', 'random')) + ' |',
              '|---|' + '---|' * 8, *rows, '', 'Accuracies in %; chance is 25 (appearance) and 12.5 (motion).', '', '![training curves](curves.png)', '']
     (out/'report.md').write_text('\n'.join(lines))
     return out/'report.md', verdict
