@@ -51,11 +51,13 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC, shared views, SC shape aug, SC x3': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=3,sc/layer3=3,sc/layer4=3'),
     'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
     'SC only, shape aug, HDC steps': dict(recipe='sc_only', sc_aug='shape', steps_like='HDC inv., shared views, SC shape aug'),
+    'HDC inv., shared views, SC and TC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape', tc_aug='shape'),
 }
 DEMO_ARM = 'SC only, shape aug'
 MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug')  # the v3 table, 3 seeds
 LEVER_ARMS = ('HDC inv., SC still, SC shape aug', 'HDC, shared views, SC shape aug, SC x3',
-              'HDC, shared views, SC shape aug, SC top, TC below', 'SC only, shape aug, HDC steps')   # tried on v3 at one seed
+              'HDC, shared views, SC shape aug, SC top, TC below', 'SC only, shape aug, HDC steps',
+              'HDC inv., shared views, SC and TC shape aug')   # tried on v3 at one seed
 WATCHED = ('whole', DEMO_ARM, 'TC only', 'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
