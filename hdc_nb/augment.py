@@ -228,7 +228,8 @@ def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
     "Turn the hue of (...,3,H,W) values in 0..255 by `shift` (in turns; broadcast), through HSV as torchvision does."
     y = x / 255
     r, g, b = y.unbind(-3)
-    top, delta = y.amax(-3), y.amax(-3) - y.amin(-3)
+    top = y.amax(-3)
+    delta = top - y.amin(-3)
     span = torch.where(delta > 0, delta, 1.0)
     h = torch.where(top == r, (g - b) / span, torch.where(top == g, (b - r) / span + 2, (r - g) / span + 4))
     h = (torch.where(delta > 0, h / 6, 0.0) + shift) % 1

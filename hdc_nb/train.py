@@ -170,9 +170,9 @@ SYNTHETIC_BASE = dict(dataset='synthetic', data_root=f'hdc_data/synthetic_{BENCH
                       batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2,
                       amp='off')  # the decoupling experiment's base (08); fp32 on every machine, so that its figures are the same everywhere
 BEST_RECIPE = dict(recipe='sc_only', sc_aug='shape')   # what the experiment's best arm on v3 changes in that base: the demo's recipe
-_CPU_RUN = dict(workers=0, log_every=10, out_dir='hdc_runs/demo')    # 40 000 clips each: 2 per video for SC only, 4 for HDC with shared views
-_HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, steps=312, ckpt_every=104) | _CPU_RUN | dict(out_dir='hdc_runs/hdc_cpu')  # best HDC arm on v2
-_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=625, ckpt_every=125) | _CPU_RUN
+_CPU_RUN = dict(workers=0, log_every=10)    # 40 000 clips each: 2 per video for SC only, 4 for HDC with shared views
+_HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, steps=312, ckpt_every=104, out_dir='hdc_runs/hdc_cpu') | _CPU_RUN  # best HDC arm on v2
+_DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=625, ckpt_every=125, out_dir='hdc_runs/demo') | _CPU_RUN
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
               weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
 CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE} | {
