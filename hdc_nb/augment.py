@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
-from .data import ClipSampler
+from .data import ClipPair, ClipSampler
 
 # %% auto #0
 __all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'SpatialAug', 'grey_video',
@@ -90,30 +90,27 @@ def shuffle_clip(clip:torch.Tensor, rng:random.Random, dim:int=0)->torch.Tensor:
 HARD_NEGATIVES = ('reverse', 'shuffle', 'other_time', 'speed')
 
 class ViewSampler(ClipSampler):
-    "Samples every clip a recipe needs, in the order of its roles."
+    "Samples every clip a recipe needs, by role: the pair 'a' and 'b' (SC or whole), 'tc', and 'other_time' or 'speed' negatives."
     def __init__(self, recipe:ViewRecipe):
         super().__init__(recipe.num_frames, recipe.stride, recipe.short)
         self.recipe = recipe
 
-    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]:
+    def __call__(self, video_frames:int, rng:random.Random)->dict:   # {role: frame indices}
         r, last = self.recipe, self.last_start(video_frames)
         pick = lambda: rng.randint(0, last)
-        clips = {}
+        starts = {}
         if 'sc' in r.subtasks or 'whole' in r.subtasks:
-            min_gap, max_gap = r.sc_gap if 'sc' in r.subtasks else (0, None)
-            hi = last if max_gap is None else min(last, max_gap)
-            gap = rng.randint(min(min_gap, hi), hi)
-            first = rng.randint(0, last - gap)
-            clips['a'], clips['b'] = (first, first + gap) if rng.random() < 0.5 else (first + gap, first)
+            gap = r.sc_gap if 'sc' in r.subtasks else (0, None)
+            starts['a'], starts['b'] = ClipPair(self.num_frames, self.stride, self.short, *gap).starts(video_frames, rng)
         if 'tc' in r.subtasks:
-            if not r.shares_views: clips['tc'] = pick()
-            tc = clips['a'] if r.shares_views else clips['tc']      # shared: TC's clip is SC's first
+            if not r.shares_views: starts['tc'] = pick()
+            tc = starts['a'] if r.shares_views else starts['tc']      # shared: TC's clip is SC's first
             if 'other_time' in r.hard_negatives:   # the start farthest from tc's among a few draws
-                clips['other'] = max((pick() for _ in range(4)), key=lambda s: abs(s - tc))
-        out = [self.clip(s, video_frames) for s in clips.values()]
+                starts['other_time'] = max((pick() for _ in range(4)), key=lambda s: abs(s - tc))
+        roles = {role: self.clip(s, video_frames) for role, s in starts.items()}
         if 'tc' in r.subtasks and 'speed' in r.hard_negatives:   # the tc clip's start at twice the stride
-            out.append(self.clip(tc, video_frames, stride=2 * self.stride))
-        return out
+            roles['speed'] = self.clip(tc, video_frames, stride=2 * self.stride)
+        return roles
 
 # %% ../nbs/02_augment.ipynb #57202138
 def _aug(spec)->SpatialAug:
@@ -153,6 +150,11 @@ class ViewRecipe:
     def shares_views(self)->bool: return self.share_views and {'sc', 'tc'} <= set(self.subtasks)
 
     @property
+    def hard_roles(self)->tuple:
+        "TC's hard negatives in the order `tc_hard` stacks them: those made from the TC clip, then those with clips of their own."
+        return tuple(h for h in HARD_NEGATIVES if h in self.hard_negatives)
+
+    @property
     def views_per_video(self)->int:
         "Clips embedded per video in a step: two per subtask, one fewer when views are shared, plus TC's hard negatives."
         return 2 * len(self.subtasks) - self.shares_views + len(self.hard_negatives) * ('tc' in self.subtasks)
@@ -170,21 +172,18 @@ class ViewRecipe:
     def sampler(self)->ViewSampler: return ViewSampler(self)
 
     def __call__(self, item:dict)->dict:
-        "Augment an item's clips (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': (2 or, shared, 1,C,T,H,W), 'tc_hard': (H,C,T,H,W), ...}."
-        clips, full = list(item['clips']), not self.on_gpu
+        "Augment an item's clips by role (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': (2 or, shared, 1,C,T,H,W), 'tc_hard': (H,C,T,H,W)}."
+        clips, full = item['clips'], not self.on_gpu            # {role: (T,H,W,3)}
         rng = random.Random(int(torch.randint(0, 2**31, ())))   # from torch, which the dataset seeds per item
         out = {k: v for k, v in item.items() if k != 'clips'}
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
             name = 'sc' if 'sc' in self.subtasks else 'whole'
-            a, b = clips.pop(0), clips.pop(0)
-            out[name] = torch.stack([augment_clip(self.sc_time(c, rng) if name == 'sc' else c, self.aug(name), full) for c in (a, b)])
+            out[name] = torch.stack([augment_clip(self.sc_time(clips[r], rng) if name == 'sc' else clips[r], self.aug(name), full) for r in 'ab'])
         if 'tc' in self.subtasks:
-            tc, aug = a if self.shares_views else clips.pop(0), self.aug('tc')
+            tc, aug = clips['a' if self.shares_views else 'tc'], self.aug('tc')
             out['tc'] = torch.stack([augment_clip(tc, aug, full) for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
-            hard = []
-            if 'reverse' in self.hard_negatives: hard.append(augment_clip(reverse_clip(tc), aug, full))
-            if 'shuffle' in self.hard_negatives: hard.append(augment_clip(shuffle_clip(tc, rng), aug, full))
-            hard += [augment_clip(c, aug, full) for c in clips]          # other_time, speed: clips of their own
+            made = dict(reverse=lambda: reverse_clip(tc), shuffle=lambda: shuffle_clip(tc, rng))   # the others have clips of their own
+            hard = [augment_clip(made[h]() if h in made else clips[h], aug, full) for h in self.hard_roles]
             if hard: out['tc_hard'] = torch.stack(hard)
         return out
 
@@ -291,7 +290,6 @@ def show_views(item:dict,             # an item made by a ViewRecipe
     "A figure with one row of frames per view of `item`."
     import matplotlib.pyplot as plt
     rows = [(f'{k} {"ab"[i] if k in ("sc", "tc", "whole") else i}', k, v) for k in ('sc', 'whole', 'tc', 'tc_hard') if k in item for i, v in enumerate(item[k])]
-    names = list(h for h in recipe.hard_negatives if h in ('reverse', 'shuffle')) + [h for h in recipe.hard_negatives if h in ('other_time', 'speed')]
     fig, axs = plt.subplots(len(rows), frames, figsize=(1.3 * frames, 1.4 * len(rows)), squeeze=False)
     for r, (label, key, view) in enumerate(rows):
         aug = recipe.aug(key.split('_')[0])
@@ -299,7 +297,7 @@ def show_views(item:dict,             # an item made by a ViewRecipe
         idx = torch.linspace(0, x.shape[1] - 1, frames).round().long()
         for c, t in enumerate(idx):
             axs[r, c].imshow(x[:, t].permute(1, 2, 0).clamp(0, 1).numpy()); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
-        axs[r, 0].set_ylabel(label if key != 'tc_hard' else f'tc hard\n{names[int(label.split()[-1])]}', fontsize=8)
+        axs[r, 0].set_ylabel(label if key != 'tc_hard' else f'tc hard\n{recipe.hard_roles[int(label.split()[-1])]}', fontsize=8)
     if title: fig.suptitle(title, fontsize=10)
     plt.tight_layout()
     return fig

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_bench.ipynb #093c38db
 from __future__ import annotations
-import json, os, platform, statistics, tempfile, time
+import json, math, os, platform, statistics, tempfile, time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -12,16 +12,16 @@ import numpy as np, torch
 from torchvision import tv_tensors
 from fastcore.script import call_parse
 from .video import bench_frames, decode_benchmark, write_video
-from .data import FolderDataset, prepare_cache
+from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, SpatialAug, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
-from .train import ContrastStep, cpu_bf16_native
+from .train import ContrastStep, Trainer, TrainConfig, cpu_bf16_native, make_config
 
 # %% auto #0
-__all__ = ['BENCH_SOURCES', 'PRECISIONS', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'train_rows',
-           'precision_agreement', 'photometric_rows', 'run_bench', 'train_table', 'bench_table', 'plot_bench',
-           'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
+__all__ = ['BENCH_SOURCES', 'AMP', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset',
+           'train_rows', 'precision_agreement', 'photometric_rows', 'run_bench', 'train_table', 'bench_table',
+           'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #059651ad
 BENCH_SOURCES = {   # name: (encoder, suffix, seconds, keyframe interval)
@@ -120,48 +120,52 @@ def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:i
     return rows
 
 # %% ../nbs/09_bench.ipynb #1359c675
-PRECISIONS = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+AMP = {'fp32': 'off', 'bf16': 'bf16', 'fp16': 'fp16'}   # the tables' precision names, as the trainer's `amp`
 
-def _train_worker(backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str,
+def bench_dataset(folder, videos:int, num_frames:int, size:int)->Path:
+    "Rendered synthetic videos enough for one step of `videos` videos of `num_frames`-frame clips at `size` (all in the train split)."
+    return make_synthetic(folder, appearances=2, motions=2, videos_per_pair=math.ceil(videos / 4), num_frames=4 * num_frames,
+                          size=decode_short_side(size), backgrounds=6, test_fraction=0)
+
+def _bench_config(data_root, backbone:str, videos:int, num_frames:int, size:int, device:str, **changes)->TrainConfig:
+    "What the benchmarks train: the HDC recipe with reverse negatives (5 clips per video), invariance weights, SGD."
+    return make_config('synthetic_base', data_root=str(data_root), out_dir=tempfile.mkdtemp(), backbone=backbone, batch_size=videos,
+                       num_frames=num_frames, crop_size=size, decode_size=decode_short_side(size), sc_gap_min=num_frames, weight_mode='invariance',
+                       optimizer='sgd', lr=0.01, warmup_steps=1, ckpt_every=10**9, device=device, progress=False, tensorboard=False, **changes)
+
+def _train_worker(data_root:str, backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str,
                   precision:str='fp32', compiled:bool=False, channels_last:bool=False)->dict:
-    "Median seconds of an HDC training step, the first step's seconds and the peak memory (run in a fresh process)."
-    dev, baseline, dtype = torch.device(device), _status_mb('VmRSS'), PRECISIONS[precision]
-    model = HDCModel(backbone, subtasks=('sc', 'tc')).to(dev, memory_format=torch.channels_last_3d if channels_last else torch.preserve_format)
-    step = ContrastStep(model)
-    net = torch.compile(step) if compiled else step
-    loss_fn = HierarchicalLoss([(s, l) for s in model.subtasks for l in model.levels], 'invariance').to(dev)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    scaler = torch.amp.GradScaler('cuda', enabled=precision == 'fp16')
-    clip = lambda n: torch.randn(videos, n, 3, num_frames, size, size, device=dev)
-    batch = dict(sc=clip(2), tc=clip(2), tc_hard=clip(1))
-    cuda = dev.type == 'cuda'
+    "Median seconds of the trainer's own step on one batch in memory, the first step's seconds, peak memory (in a fresh process)."
+    baseline = _status_mb('VmRSS')
+    trainer = Trainer(_bench_config(data_root, backbone, videos, num_frames, size, device, amp=AMP[precision], compile=compiled,
+                                    channels_last=channels_last, steps=steps + 1, workers=0))
+    batch = next(iter(trainer.loader(0, 1)))     # decoded and augmented once: only the step is timed
+    cuda = trainer.device.type == 'cuda'
     if cuda: torch.cuda.reset_peak_memory_stats()
     times = []
-    for i in range(steps + 1):
+    for _ in range(steps + 1):
         t0 = time.perf_counter()
-        with torch.autocast(dev.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            q, k, hard = net(batch)
-        q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
-        loss, _ = loss_fn(q, k, hard)
-        if not torch.isfinite(loss): raise FloatingPointError(f"{backbone} {precision}: non-finite loss {loss.item()} at step {i}")
-        opt.zero_grad(set_to_none=True); scaler.scale(loss).backward(); scaler.step(opt); scaler.update()
+        trainer.train_step([batch])              # a non-finite loss raises (on_nonfinite='stop')
         if cuda: torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status_mb('VmHWM')
-    return dict(seconds=statistics.median(times[1:]), first_s=times[0], peak_mb=peak, baseline_mb=0.0 if cuda else baseline)
+    return dict(seconds=statistics.median(times[1:]), first_s=times[0], peak_mb=peak, baseline_mb=0.0 if cuda else baseline,
+                clips_per_video=trainer.recipe.views_per_video)
 
 def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per step)
                num_frames:int=16, size:int=112, steps:int=3, device:str='cpu',
                variants=(('fp32', False, False),),  # (precision, compiled, channels_last) for every setup
+               data_root=None,                      # videos to decode the batch from (default: `bench_dataset` in a temporary folder)
               )->list[dict]:
-    "One row per backbone and variant: clips/s of an HDC step (5 clips per video), the first step's time and peak memory."
+    "One row per backbone and variant: clips/s of the trainer's HDC step, the first step's time and peak memory."
+    data_root = data_root or bench_dataset(tempfile.mkdtemp(), max(v for _, v in setups), num_frames, size)
     rows = []
     for backbone, videos in setups:
         for precision, compiled, channels_last in variants:
-            r = _fresh('_train_worker', backbone, videos, num_frames, size, steps, device, precision, compiled, channels_last)
+            r = _fresh('_train_worker', str(data_root), backbone, videos, num_frames, size, steps, device, precision, compiled, channels_last)
             rows.append(dict(backbone=backbone, device=device, precision=precision, compiled=compiled, channels_last=channels_last, videos_per_step=videos,
-                             clip=f'{num_frames}x{size}x{size}', clips_per_s=5 * videos / r['seconds'], step_s=r['seconds'], first_step_s=r['first_s'],
-                             peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
+                             clip=f'{num_frames}x{size}x{size}', clips_per_s=r['clips_per_video'] * videos / r['seconds'], step_s=r['seconds'],
+                             first_step_s=r['first_s'], peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
     return rows
 
 # %% ../nbs/09_bench.ipynb #5f99a6f3
@@ -170,7 +174,6 @@ def precision_agreement(steps:int=50,           # optimiser steps of each run
                         config:str='hdc_cpu',    # a named config
                         **changes)->dict:        # config changes (data_root, sizes, ...)
     "The logged rows of two runs of `config` from one seed, fp32 and `amp`: {'off': rows, amp: rows} (and each run's wall time)."
-    from hdc_nb.train import Trainer, make_config
     runs = {}
     for precision in ('off', amp):
         start = time.perf_counter()
@@ -324,11 +327,8 @@ def _ddp_worker(device:str, backbone:str, videos:int, num_frames:int, size:int, 
 
 def _wait_worker(data_root:str, device:str, backbone:str, batch:int, num_frames:int, size:int, steps:int, workers:int)->dict:
     "Pretrain `steps` steps on encoded videos, photometric half on the device: clips/s and the share of time waiting for data."
-    from hdc_nb.train import Trainer, make_config
-    cfg = make_config('synthetic_base', data_root=data_root, out_dir=tempfile.mkdtemp(), backbone=backbone, batch_size=batch, num_frames=num_frames,
-                      crop_size=size, decode_size=round(size * 8 / 7), sc_gap_min=num_frames, steps=steps, warmup_steps=1, log_every=max(1, steps // 2),
-                      ckpt_every=10**9, aug_on_gpu=True, device=device, amp='auto', workers=workers, progress=False, tensorboard=False)
-    trainer = Trainer(cfg)
+    trainer = Trainer(_bench_config(data_root, backbone, batch, num_frames, size, device, steps=steps, log_every=max(1, steps // 2), aug_on_gpu=True,
+                                    amp='auto', workers=workers))
     last = trainer.fit()[-1]
     return dict(clips_per_s=last['clips_per_s'], data_wait=last['data_wait'], precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[trainer.amp_dtype])
 
@@ -338,14 +338,13 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
               quick:bool=False,             # tiny3d, tiny clips, one batch size: checks that it runs
              )->dict:
     "Training throughput by precision, compile and memory format; the input pipeline's data wait; a 1-process DDP group."
-    from hdc_nb.data import make_synthetic
     if device == 'cuda' and not torch.cuda.is_available(): raise RuntimeError("gpu_check: no CUDA device is visible to torch")
     out, work = Path(out_dir), Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     backbone, frames, size, steps, batches = ('tiny3d', 4, 32, 1, (2,)) if quick else ('r3d_18', 16, 112, 5, (32, 64))
     variants = [('bf16', False, False), ('fp16', False, False), ('bf16', True, False), ('bf16', False, True)] if device == 'cuda' else [('fp32', False, False), ('bf16', False, False)]
-    train = train_rows(tuple((backbone, b) for b in batches), frames, size, steps, device, variants)
-    data = make_synthetic(work/'syn', appearances=4, motions=8, videos_per_pair=2, num_frames=40 if quick else 64, size=round(size * 8 / 7), backgrounds=6)
+    data = bench_dataset(work/'syn', max(batches + (32,)), frames, size)
+    train = train_rows(tuple((backbone, b) for b in batches), frames, size, steps, device, variants, data)
     wait = _fresh('_wait_worker', str(data), device, backbone, 8 if quick else 32, frames, size, 2 if quick else 20, 0 if quick else min(8, os.cpu_count() or 1))
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']): raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")

@@ -14,10 +14,10 @@ from .video import VideoDecodeError, probe, read_frames, resize_short_side, writ
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'TEST_PARTS', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'BENCHMARK', 'NUISANCES', 'CACHE_SUFFIX',
            'DATASET_KINDS', 'read_ucf101_split', 'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips',
-           'ClipPair', 'SameSpan', 'VideoDataset', 'UCF101', 'HMDB51', 'NoTestSet', 'FolderDataset', 'CSVDataset',
-           'shared_videos', 'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
-           'synthetic_backgrounds', 'render_video', 'make_synthetic', 'synthetic_dataset', 'linear_probe_accuracy',
-           'nuisance_audit', 'prepare_cache', 'build_dataset', 'hdc_synth', 'hdc_prepare_cache']
+           'ClipPair', 'VideoDataset', 'UCF101', 'HMDB51', 'NoTestSet', 'FolderDataset', 'CSVDataset', 'shared_videos',
+           'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
+           'synthetic_backgrounds', 'render_video', 'make_synthetic', 'synthetic_dataset', 'nuisance_audit',
+           'prepare_cache', 'decode_short_side', 'build_dataset', 'hdc_synth', 'hdc_prepare_cache']
 
 # %% ../nbs/01_data.ipynb #2edf3d6c
 def _lines(path:Path)->list[str]:
@@ -86,7 +86,7 @@ class ClipSampler:
 
     def last_start(self, video_frames:int)->int: return max(0, video_frames - self.span)
 
-    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]: raise NotImplementedError
+    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]|dict: raise NotImplementedError   # clips, or {role: clip}
 
 @dataclass
 class RandomClip(ClipSampler):
@@ -106,18 +106,14 @@ class ClipPair(ClipSampler):
     "Two clips of one video with starts at least `min_gap` frames apart (as far as the video allows)."
     min_gap:int=0           # least distance between the two starts
     max_gap:int|None=None   # most distance (None: anywhere in the video)
-    def __call__(self, video_frames, rng):
+    def starts(self, video_frames:int, rng:random.Random)->tuple[int, int]:
+        "The two starts, in random order."
         last = self.last_start(video_frames)
         hi = last if self.max_gap is None else min(last, self.max_gap)
         gap = rng.randint(min(self.min_gap, hi), hi)
         first = rng.randint(0, last - gap)
-        starts = [first, first + gap] if rng.random() < 0.5 else [first + gap, first]
-        return [self.clip(s, video_frames) for s in starts]
-
-@dataclass
-class SameSpan(ClipSampler):
-    "The same clip twice."
-    def __call__(self, video_frames, rng): return [self.clip(rng.randint(0, self.last_start(video_frames)), video_frames)] * 2
+        return (first, first + gap) if rng.random() < 0.5 else (first + gap, first)
+    def __call__(self, video_frames, rng): return [self.clip(s, video_frames) for s in self.starts(video_frames, rng)]
 
 # %% ../nbs/01_data.ipynb #586e8f90
 class VideoDataset(torch.utils.data.Dataset):
@@ -162,8 +158,8 @@ class VideoDataset(torch.utils.data.Dataset):
                 if cached.exists(): return cached
         return self.root/rel
 
-    def _read(self, path:Path, rng:random.Random)->torch.Tensor:
-        "Decode the clips the sampler picks from `path`."
+    def _read(self, path:Path, rng:random.Random)->torch.Tensor|dict:
+        "Decode the clips the sampler picks from `path`: (N,T,H,W,3), or {role: (T,H,W,3)} where the sampler names them."
         if path.suffix == '.npy': return _read_npy(path, self.sampler, rng, self.size)
         return read_frames(path, self.sampler(probe(path).num_frames, rng), self.size)
 
@@ -542,14 +538,6 @@ def synthetic_dataset(root,                 # a folder written by `make_syntheti
     return CSVDataset(Path(root)/f"{'train' if train else 'test'}.csv", label_column=factor, classes=[n for n in names if n in present], **kwargs)
 
 # %% ../nbs/01_data.ipynb #316fb9f6
-def linear_probe_accuracy(train_x:np.ndarray, train_y, test_x:np.ndarray, test_y, C:float=1.0)->float:
-    "Test accuracy of a logistic regression on standardised features."
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    probe_model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-    return float(probe_model.fit(train_x, train_y).score(test_x, test_y))
-
 _CIRCULAR = {'hue': 1.0, 'stripe_angle': math.pi, 'angle': 2 * math.pi, 'pan_heading': 2 * math.pi}   # period of each circular nuisance
 
 def _nuisance_features(rows:list[dict], name:str, backgrounds:int)->np.ndarray:
@@ -565,15 +553,18 @@ def nuisance_audit(root)->dict:  # {(nuisance, factor): test accuracy}
         with open(Path(root)/f'{split}.csv', newline='') as f: rows[split] = list(csv.DictReader(f))
     names = [n for n in ('background', *NUISANCES) if len({r.get(n, '') for r in rows['train']} - {''}) > 1]   # recorded and varied
     backgrounds = 1 + max(int(r['background']) for rs in rows.values() for r in rs)
-    return {(n, factor): linear_probe_accuracy(_nuisance_features(rows['train'], n, backgrounds), [r[factor] for r in rows['train']],
-                                                _nuisance_features(rows['test'], n, backgrounds), [r[factor] for r in rows['test']])
-            for n in names for factor in ('appearance', 'motion')}
+    from hdc_nb.evaluate import linear_probe     # evaluate imports this module: the probe is imported when called
+    split = lambda s, n, factor: (_nuisance_features(rows[s], n, backgrounds), [r[factor] for r in rows[s]])
+    return {(n, f): linear_probe(*split('train', n, f), *split('test', n, f), Cs=(1.0,))['top1'] for n in names for f in ('appearance', 'motion')}
 
 # %% ../nbs/01_data.ipynb #f05bd394
-def _read_npy(path:Path, sampler:ClipSampler, rng:random.Random, size:int|None)->torch.Tensor:
-    "Read the clips `sampler` picks from a memory-mapped (T,H,W,3) uint8 array, resized like `read_frames`."
+def _read_npy(path:Path, sampler:ClipSampler, rng:random.Random, size:int|None)->torch.Tensor|dict:
+    "Read the clips `sampler` picks from a memory-mapped (T,H,W,3) uint8 array, resized like `read_frames` (named clips alike)."
     frames = np.load(path, mmap_mode='r')
-    return resize_short_side(torch.from_numpy(np.ascontiguousarray(frames[np.array(sampler(len(frames), rng))])), size)
+    picked = sampler(len(frames), rng)
+    ids = list(picked.values()) if isinstance(picked, dict) else picked
+    clips = resize_short_side(torch.from_numpy(np.ascontiguousarray(frames[np.array(ids)])), size)
+    return dict(zip(picked, clips)) if isinstance(picked, dict) else clips
 
 CACHE_SUFFIX = {'npy': '.npy', 'video': '.mp4'}   # appended to a video's relative path in the cache
 
@@ -607,6 +598,11 @@ def prepare_cache(dataset:VideoDataset,   # the dataset to cache (its root and s
 
 # %% ../nbs/01_data.ipynb #9e1b5017
 DATASET_KINDS = ('synthetic', 'ucf101', 'hmdb51', 'folder', 'csv', 'list', 'kinetics')
+
+def decode_short_side(crop_size:int,             # height and width of the views cut from the frames
+                      decode_size:int|None=None):  # a short side asked for (None: the usual one)
+    "The short side frames are decoded at: `decode_size`, or 8/7 of `crop_size` (128 for 112-pixel crops)."
+    return decode_size or round(crop_size * 8 / 7)
 
 def build_dataset(kind:str,                  # one of DATASET_KINDS
                   root,                      # the videos (csv, list: the CSV or list file)

@@ -8,12 +8,12 @@ import copy, json
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint
+from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint, decode_short_side
 from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
-from .train import build_model, make_config, read_checkpoint, _items
+from .train import build_model, make_config, read_checkpoint, comma_list
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',
@@ -118,7 +118,7 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels,   # tensors
 
 # %% ../nbs/06_eval.ipynb #c98420f3
 def linear_probe(train_feats, train_labels, test_feats, test_labels, # tensors or numpy arrays
-                 Cs:tuple=(0.01, 0.1, 1.0, 10.0), # inverse regularisation strengths to choose from
+                 Cs:tuple=(0.01, 0.1, 1.0, 10.0), # inverse regularisation strengths to choose from (one: no search)
                  folds:int=3)->dict:              # cross-validation folds on the train split
     "Logistic regression on standardised frozen features, C chosen by cross-validation on the train split only."
     from sklearn.linear_model import LogisticRegression
@@ -126,11 +126,13 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, # tensors o
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     train_labels = np.asarray(train_labels)
-    folds = max(2, min(folds, np.bincount(train_labels).min()))
-    search = GridSearchCV(make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)), {'logisticregression__C': list(Cs)},
-                          cv=StratifiedKFold(folds, shuffle=True, random_state=0))
-    search.fit(np.asarray(train_feats), train_labels)
-    return dict(top1=float(search.score(np.asarray(test_feats), np.asarray(test_labels))), C=search.best_params_['logisticregression__C'])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=Cs[0], max_iter=3000))
+    if len(Cs) > 1:
+        folds = max(2, min(folds, np.unique(train_labels, return_counts=True)[1].min()))
+        probe = GridSearchCV(probe, {'logisticregression__C': list(Cs)}, cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+    probe.fit(np.asarray(train_feats), train_labels)
+    C = probe.best_params_['logisticregression__C'] if len(Cs) > 1 else Cs[0]
+    return dict(top1=float(probe.score(np.asarray(test_feats), np.asarray(test_labels))), C=C)
 
 # %% ../nbs/06_eval.ipynb #b1ac0648
 def finetune(model:HDCModel,             # pretrained (or random) model; its backbone is trained further
@@ -195,7 +197,7 @@ def eval_splits(dataset:str, data_root,         # the dataset kind and where it 
     "The labelled train and test sets of an evaluation: the test set has the train set's classes and none of its videos."
     sampler, transform = UniformClips(num_frames, stride, num_clips=clips_per_video), EvalClips(size, crops)
     part = lambda root, train, classes=None: build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler,
-                                                           transform=transform, size=decode_size or round(size * 8 / 7), on_missing=on_missing)
+                                                           transform=transform, size=decode_short_side(size, decode_size), on_missing=on_missing)
     train_set = part(data_root, True)
     _check_labelled(train_set, data_root)
     if test_root is None: test_set = part(data_root, False, train_set.classes)
@@ -273,7 +275,7 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
     try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg['num_frames'], stride=cfg['stride'],
                                            size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
-    try: results = evaluate(model, train_set, test_set, tuple(_items(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'),
+    try: results = evaluate(model, train_set, test_set, tuple(comma_list(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'),
                             workers=workers, strict=strict)
     except VideoDecodeError as e: raise SystemExit(f"hdc_eval --strict: {e}") from None
     gone = results['left_out']

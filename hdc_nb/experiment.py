@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
 from .data import BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
-from .augment import AUG_PRESETS, SpatialAug, get_recipe
-from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, checkpoints, make_config, build_model, plot_history, _items
+from .augment import AUG_PRESETS, SpatialAug
+from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, checkpoints, make_config, build_model, view_recipe
+from .viz import plot_curves
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
@@ -52,19 +53,21 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
     'SC only, shape aug, HDC steps': dict(recipe='sc_only', sc_aug='shape', steps_like='HDC inv., shared views, SC shape aug'),
     'HDC inv., shared views, SC and TC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape', tc_aug='shape'),
+    'HDC inv., shared views, SC shape aug, TC grad 0.1': dict(weight_mode='invariance', share_views=True, sc_aug='shape', grad_scales='tc=0.1'),
+    'HDC inv., shared views, SC shape aug, TC grad 0.3': dict(weight_mode='invariance', share_views=True, sc_aug='shape', grad_scales='tc=0.3'),
 }
 DEMO_ARM = 'SC only, shape aug'
-MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug')  # the v3 table, 3 seeds
+MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug',
+             'HDC inv., shared views, SC shape aug, TC grad 0.1')  # the v3 table, 3 seeds
 LEVER_ARMS = ('HDC inv., SC still, SC shape aug', 'HDC, shared views, SC shape aug, SC x3',
               'HDC, shared views, SC shape aug, SC top, TC below', 'SC only, shape aug, HDC steps',
-              'HDC inv., shared views, SC and TC shape aug')   # tried on v3 at one seed
+              'HDC inv., shared views, SC and TC shape aug', 'HDC inv., shared views, SC shape aug, TC grad 0.3')   # tried on v3 at one seed
 WATCHED = ('whole', DEMO_ARM, 'TC only', 'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
 
 # %% ../nbs/08_tutorial.ipynb #93ed97ed
 def clips_per_video(changes:dict)->int:
     "Clips a run embeds per video in a step (its recipe's `views_per_video`)."
-    cfg = EXPERIMENT_BASE | changes
-    return get_recipe(cfg.get('recipe', 'hdc'), hard_negatives=tuple(_items(cfg['hard_negatives'])), share_views=cfg.get('share_views', False)).views_per_video
+    return view_recipe(make_config(EXPERIMENT_BASE | changes, check_paths=False)).views_per_video
 
 def arm_config(arm:str,              # a key of `ARMS`
                seed:int,             # the run's seed (data order, augmentation, initialisation)
@@ -346,7 +349,7 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
     learned = all(gain[f] >= DEMO_BAR[f] for f in FACTORS)
     verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: {trained['arm']} is {100 * gain['motion']:+.1f} points over random init on motion "
                f"and {100 * gain['appearance']:+.1f} on appearance (linear probe, {key}; the bar is +{100 * DEMO_BAR['motion']:.0f} and +{100 * DEMO_BAR['appearance']:.0f}).")
-    plot_history([json.loads(l) for l in (out/arm_slug(trained['arm'])/f"seed{trained['seed']}"/'metrics.jsonl').read_text().splitlines()], out/'curves.png')
+    plot_curves(out/arm_slug(trained['arm'])/f"seed{trained['seed']}", out/'curves.png')
     rows = [f"| {k} | " + ' | '.join(f"{100 * r['eval'][f][m].get(k, float('nan')):.1f}" for f in FACTORS for m in ('linear', 'knn') for r in (trained, random_init)) + ' |'
             for k in trained['eval']['motion']['linear']]
     lines = ['# hdc_demo', '', f'**{verdict}**', '', f"- recipe: arm `{trained['arm']}` of the decoupling experiment ({json.dumps(ARMS[trained['arm']])} on its base), "

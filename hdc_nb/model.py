@@ -11,8 +11,8 @@ from torchvision.models import video as tv_video
 from torchvision.models.feature_extraction import create_feature_extractor
 
 # %% auto #0
-__all__ = ['S3D_STAGES', 'BACKBONES', 'C3D', 'Tiny3D', 'BackboneSpec', 'create_backbone', 'ProjectionHead', 'HDCModel',
-           'MomentumEncoder']
+__all__ = ['S3D_STAGES', 'BACKBONES', 'C3D', 'Tiny3D', 'BackboneSpec', 'create_backbone', 'ProjectionHead', 'scale_grad',
+           'HDCModel', 'MomentumEncoder']
 
 # %% ../nbs/03_model.ipynb #85287dd0
 def _conv_bn(c_in:int, c_out:int, stride=1)->nn.Sequential:
@@ -86,6 +86,17 @@ class ProjectionHead(nn.Module):
     def forward(self, x): return F.normalize(self.mlp(x), dim=-1)
 
 # %% ../nbs/03_model.ipynb #4f9a7dcd
+class _ScaleGrad(torch.autograd.Function):
+    "The identity forward; backward, the gradient times `scale`."
+    @staticmethod
+    def forward(ctx, x, scale): ctx.scale = scale; return x.view_as(x)
+    @staticmethod
+    def backward(ctx, grad): return grad * ctx.scale, None
+
+def scale_grad(x:torch.Tensor, scale:float)->torch.Tensor:
+    "`x` unchanged, with only `scale` times its gradient passed back (0: detached)."
+    return x if scale == 1 else x.detach() if scale == 0 else _ScaleGrad.apply(x, scale)
+
 def _key(subtask:str, level:str)->str: return f"{subtask}:{level}".replace('.', '_')   # ModuleDict keys cannot hold dots
 
 class HDCModel(nn.Module):
@@ -95,7 +106,8 @@ class HDCModel(nn.Module):
                  subtasks:tuple=('sc', 'tc'),       # one head per subtask at every level ('whole': the baseline)
                  proj_dim:int=128,                  # embedding size
                  hidden_dim:int|None=None,          # hidden width of the heads (default: the stage's channels)
-                 weights:str|None=None):            # local weights file for the backbone
+                 weights:str|None=None,             # local weights file for the backbone
+                 grad_scales:dict|None=None):       # {subtask: share of its gradient that reaches the backbone} (default 1; 0: heads only)
         super().__init__()
         stages = BACKBONES[backbone].stages if backbone in BACKBONES else ()
         net = create_backbone(backbone, weights)
@@ -103,6 +115,11 @@ class HDCModel(nn.Module):
         bad = [l for l in levels if l not in stages]
         if bad: raise ValueError(f"levels {bad} are not stages of {backbone}; its stages are {list(stages)}")
         self.backbone_name, self.levels, self.subtasks = backbone, levels, tuple(subtasks)
+        self.grad_scales = dict(grad_scales or {})
+        strangers = sorted(set(self.grad_scales) - set(self.subtasks))
+        if strangers: raise ValueError(f"grad_scales given for {strangers}, which are not subtasks; the subtasks are {list(self.subtasks)}")
+        if any(not 0 <= g < float('inf') for g in self.grad_scales.values()):
+            raise ValueError(f"grad_scales {self.grad_scales} must be finite and 0 or more")
         self.body = create_feature_extractor(net, return_nodes={l: l for l in levels})
         self.dims = self._stage_dims()
         self.heads = nn.ModuleDict({_key(s, l): ProjectionHead(self.dims[l], proj_dim, hidden_dim) for s in self.subtasks for l in levels})
@@ -123,7 +140,8 @@ class HDCModel(nn.Module):
                 subtasks:tuple|None=None,      # heads to run (default: all)
                )->dict:                        # {subtask: {level: (B,proj_dim) unit vectors}}
         feats = self.pooled(x)
-        return {s: {l: self.heads[_key(s, l)](feats[l]) for l in self.levels} for s in (subtasks or self.subtasks)}
+        return {s: {l: self.heads[_key(s, l)](scale_grad(feats[l], self.grad_scales.get(s, 1.0))) for l in self.levels}
+                for s in (subtasks or self.subtasks)}
 
     def features(self, x:torch.Tensor)->dict:  # (B,3,T,H,W) normalised clips
         "Everything evaluation looks at, in one pass: {'pooled/<level>': (B,C), '<subtask>/<level>': (B,proj_dim)}."

@@ -4,23 +4,24 @@
 
 # %% ../nbs/05_train.ipynb #b0060c64
 from __future__ import annotations
-import inspect, json, linecache, math, os, random, re, shutil, time, warnings
+import inspect, json, math, os, random, re, shutil, time, warnings
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.basics import patch
-from fastcore.script import call_parse
-from .data import BENCHMARK, DATASET_KINDS, SYNTHETIC_PRESETS, build_dataset, make_synthetic
-from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, get_recipe
+from fastcore.docments import docments
+from fastcore.script import Param, call_parse
+from .data import BENCHMARK, DATASET_KINDS, SYNTHETIC_PRESETS, build_dataset, decode_short_side, make_synthetic
+from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, ViewRecipe, get_recipe
 from .model import BACKBONES, HDCModel, MomentumEncoder
 from .loss import WEIGHT_MODES, HierarchicalLoss, Queue
 
 # %% auto #0
 __all__ = ['CHOICES', 'POSITIVE', 'NONNEGATIVE', 'POSITIVE_OR_UNSET', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS',
-           'CHECKPOINT_KEYS', 'RESUMABLE_CHANGES', 'hdc_pretrain', 'TrainConfig', 'validate', 'make_config',
-           'StepSampler', 'ContrastStep', 'lr_factor', 'cpu_bf16_native', 'autocast_dtype', 'build_model',
-           'checkpoints', 'CheckpointError', 'read_checkpoint', 'Trainer', 'plot_history', 'write_report']
+           'CHECKPOINT_KEYS', 'RESUMABLE_CHANGES', 'hdc_pretrain', 'TrainConfig', 'comma_list', 'validate',
+           'make_config', 'StepSampler', 'ContrastStep', 'lr_factor', 'cpu_bf16_native', 'autocast_dtype',
+           'view_recipe', 'build_model', 'checkpoints', 'CheckpointError', 'read_checkpoint', 'Trainer']
 
 # %% ../nbs/05_train.ipynb #26b96a79
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     # loss
     weight_mode:str='invariance'     # fixed, invariance or learned
     loss_weights:str=''              # fixed mode: comma-separated term=weight, e.g. sc/layer4=2 (default uniform)
+    grad_scales:str=''               # comma-separated subtask=share of its gradient reaching the backbone, e.g. tc=0.1 (default 1; 0: heads only)
     temperature:float=0.1            # InfoNCE temperature
     moco:bool=False                  # momentum encoder and queues (MoCo form) instead of in-batch negatives
     momentum:float=0.99              # momentum of the key encoder
@@ -96,7 +98,18 @@ POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_siz
 NONNEGATIVE = ('weight_decay', 'warmup_steps', 'sc_gap_min', 'workers', 'seed', 'split')
 POSITIVE_OR_UNSET = ('clip_grad', 'decode_size', 'sc_gap_max', 'bn_batch')       # None: the default behaviour
 
-def _items(text:str)->list[str]: return [t.strip() for t in (text or '').split(',') if t.strip()]
+def comma_list(text:str)->list[str]:
+    "The stripped, non-empty items of a comma-separated string."
+    return [t.strip() for t in (text or '').split(',') if t.strip()]
+
+def _named_numbers(cfg:TrainConfig, field:str)->dict:
+    "A `name=number,...` field of `cfg` as {name: number}; a pair that is not one is an error naming the field."
+    out = {}
+    for pair in comma_list(getattr(cfg, field)):
+        name, _, number = pair.partition('=')
+        try: out[name.strip()] = float(number)
+        except ValueError: raise ValueError(f"config {field}: {pair!r} is not name=number") from None
+    return out
 
 def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
     "Check every value of `cfg`; raise a ValueError naming the first bad one."
@@ -112,9 +125,14 @@ def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
         raise ValueError(f"config decode_size={cfg.decode_size} is smaller than crop_size={cfg.crop_size}: the crops would not fit in the frames")
     if cfg.sc_gap_max is not None and cfg.sc_gap_max < cfg.sc_gap_min: raise ValueError(f"config sc_gap_max={cfg.sc_gap_max} is below sc_gap_min={cfg.sc_gap_min}")
     if not 0 <= cfg.sgd_momentum < 1: raise ValueError(f"config sgd_momentum={cfg.sgd_momentum} must be in [0, 1)")
-    bad = [h for h in _items(cfg.hard_negatives) if h not in HARD_NEGATIVES]
+    bad = [h for h in comma_list(cfg.hard_negatives) if h not in HARD_NEGATIVES]
     if bad: raise ValueError(f"config hard_negatives: {bad} are not among {list(HARD_NEGATIVES)}")
     if not 0 <= cfg.momentum < 1: raise ValueError(f"config momentum={cfg.momentum} must be in [0, 1)")
+    _named_numbers(cfg, 'loss_weights')
+    scales, subtasks = _named_numbers(cfg, 'grad_scales'), RECIPES[cfg.recipe].subtasks
+    bad = {k: v for k, v in scales.items() if k not in subtasks or not 0 <= v < math.inf}
+    if bad: raise ValueError(f"config grad_scales={cfg.grad_scales!r}: {bad} — each must name a subtask of recipe {cfg.recipe} "
+                             f"{list(subtasks)} with a finite share, 0 or more")
     if check_paths and not Path(cfg.data_root).exists() and cfg.dataset != 'synthetic':
         raise ValueError(f"config data_root={cfg.data_root!r}: no such file or folder")
     return cfg
@@ -254,13 +272,19 @@ def autocast_dtype(amp:str,                 # auto, bf16, fp16 or off
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
 # %% ../nbs/05_train.ipynb #a9ff25b5
+def view_recipe(cfg:TrainConfig, on_gpu:bool=False)->ViewRecipe: # on_gpu: the run's device is a GPU
+    "The views a config asks for (photometric augmentation on the device where `aug_on_gpu` and `on_gpu`)."
+    return get_recipe(cfg.recipe, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size, sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max),
+                      hard_negatives=tuple(comma_list(cfg.hard_negatives)), sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug,
+                      sc_temporal=cfg.sc_temporal, share_views=cfg.share_views, flip=cfg.flip, on_gpu=cfg.aug_on_gpu and on_gpu)
+
 def build_model(cfg:TrainConfig,
                 load_weights:bool=True,   # load the backbone file cfg.weights, if any
                 seed:int|None=None,       # draw the initialisation from this seed, leaving the global generators as they were
                )->HDCModel:
     "The model a config describes: its backbone, levels, and one head per subtask of its recipe."
-    make = lambda: HDCModel(cfg.backbone, tuple(_items(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
-                            weights=cfg.weights if load_weights else None)
+    make = lambda: HDCModel(cfg.backbone, tuple(comma_list(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
+                            weights=cfg.weights if load_weights else None, grad_scales=_named_numbers(cfg, 'grad_scales'))
     if seed is None: return make()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -352,17 +376,14 @@ class Trainer:
 
     def _data(self):
         cfg = self.cfg
-        self.recipe = get_recipe(cfg.recipe, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size,
-                                 sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max), hard_negatives=tuple(_items(cfg.hard_negatives)),
-                                 sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug, sc_temporal=cfg.sc_temporal, share_views=cfg.share_views,
-                                 flip=cfg.flip, on_gpu=cfg.aug_on_gpu and self.device.type == 'cuda')
+        self.recipe = view_recipe(cfg, on_gpu=self.device.type == 'cuda')
         if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
             if not cfg.make_data: raise FileNotFoundError(f"data_root={cfg.data_root!r} holds no synthetic dataset (no train.csv): render it with "
                                                           f"`hdc_synth {cfg.data_root}`, or pass make_data=True (--make_data true)")
             if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS[BENCHMARK])
             if self.world > 1: dist.barrier()
         self.dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.annotations, cfg.split, train=True, sampler=self.recipe.sampler(),
-                                     transform=self.recipe, size=cfg.decode_size or round(cfg.crop_size * 8 / 7), cache=cfg.cache, seed=cfg.seed, on_missing=cfg.on_missing)
+                                     transform=self.recipe, size=decode_short_side(cfg.crop_size, cfg.decode_size), cache=cfg.cache, seed=cfg.seed, on_missing=cfg.on_missing)
 
     def _model(self):
         cfg = self.cfg
@@ -373,8 +394,7 @@ class Trainer:
         self.net = self.step_module if self.world == 1 else nn.parallel.DistributedDataParallel(self.step_module, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
         if cfg.compile: self.net = torch.compile(self.net)
         terms = [(s, l) for s in model.subtasks for l in model.levels]
-        weights = {k.strip(): float(v) for k, v in (kv.split('=') for kv in _items(cfg.loss_weights))}
-        self.criterion = HierarchicalLoss(terms, cfg.weight_mode, weights or None, cfg.temperature, in_batch=not cfg.moco).to(self.device)
+        self.criterion = HierarchicalLoss(terms, cfg.weight_mode, _named_numbers(cfg, 'loss_weights') or None, cfg.temperature, in_batch=not cfg.moco).to(self.device)
         self.key_net = MomentumEncoder(self.model, cfg.momentum).to(self.device) if cfg.moco else None
         self.queues = nn.ModuleDict({n: Queue(cfg.proj_dim, cfg.queue_size) for n in self.criterion.names}).to(self.device) if cfg.moco else None
 
@@ -572,30 +592,20 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
     return self.history
 
 # %% ../nbs/05_train.ipynb #34ed58f1
-def _cli_source(name:str, doc:str)->str:
-    "Source of a function taking `config`, `resume` and every TrainConfig field as keyword arguments (None: keep the config's)."
-    comments = {}
-    try: source = inspect.getsource(TrainConfig)
-    except OSError: source = ''      # a class defined in a notebook cell has no findable source: no help texts
-    for line in source.splitlines():
-        left, _, comment = line.partition('#')
-        if ':' in left and '=' in left and not left.strip().startswith(('"', "'")): comments[left.split(':')[0].strip()] = comment.strip()
-    params = [f"    config:str='demo_cpu', # a named config ({', '.join(CONFIGS)}) or a YAML/JSON file",
-              "    resume:bool=False, # continue from the newest readable checkpoint in out_dir",
-              "    overwrite:bool=False, # start afresh in an out_dir that holds a run, deleting its checkpoints and logs"]
+def _config_cli(name:str, doc:str):
+    "A function of `config`, `resume`, `overwrite` and every TrainConfig field (None: the config's), signed for `call_parse`."
+    try: helps = docments(TrainConfig)     # each field's comment, from the class's source
+    except OSError: helps = {}             # a class defined in a notebook cell has no findable source: no help texts
+    flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Param(help, kind))
+    flags = [flag('config', 'demo_cpu', f"a named config ({', '.join(CONFIGS)}) or a YAML/JSON file", str),
+             flag('resume', False, "continue from the newest readable checkpoint in out_dir", bool),
+             flag('overwrite', False, "start afresh in an out_dir that holds a run, deleting its checkpoints and logs", bool)]
     for f in fields(TrainConfig):
-        kind = str(f.type).split('|')[0].strip()
-        params.append(f"    {f.name}:{'bool_arg' if kind == 'bool' else kind}=None, # {comments.get(f.name, '')}")
-    return f"def {name}(\n" + '\n'.join(params) + f"\n):\n    {doc!r}\n    _pretrain(**locals())\n"
-
-def _define_cli(name:str, doc:str):
-    "Define the function from `_cli_source` with its source findable (for fastcore's docments)."
-    filename = f'<hdc_nb.train.{name}>'
-    src = _cli_source(name, doc)
-    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-    namespace = dict(_pretrain=_pretrain, bool_arg=_bool_arg)
-    exec(compile(src, filename, 'exec'), namespace)
-    return namespace[name]
+        kind = _FIELD_TYPES[str(f.type).split('|')[0].strip()]
+        flags.append(flag(f.name, None, helps.get(f.name) or '', _bool_arg if kind is bool else kind))
+    def cli(**values): _pretrain(**values)
+    cli.__name__, cli.__qualname__, cli.__doc__, cli.__signature__ = name, name, doc, inspect.Signature(flags)
+    return cli
 
 def _bool_arg(value:str)->bool:
     "A boolean flag value: true/false, yes/no, on/off, 1/0."
@@ -609,45 +619,4 @@ def _pretrain(config:str='demo_cpu', resume:bool=False, overwrite:bool=False, **
     if dist.is_initialized(): dist.destroy_process_group()
     return trainer
 
-hdc_pretrain = call_parse(_define_cli('hdc_pretrain', 'Pretrain an HDC model (every config key is a flag; works under torchrun).'))
-
-# %% ../nbs/05_train.ipynb #f2490bf8
-def plot_history(history:list[dict], path=None):
-    "Training curves: total loss, each term's loss, weight, positive and negative similarities, and contrastive accuracy."
-    import matplotlib.pyplot as plt
-    steps = [r['step'] for r in history]
-    terms = sorted({k.split('/', 1)[1] for r in history for k in r if k.startswith('loss/')})
-    fig, axs = plt.subplots(1, 5, figsize=(20, 3.2))
-    axs[0].plot(steps, [r['loss'] for r in history]); axs[0].set_title('total loss')
-    for t in terms:
-        axs[1].plot(steps, [r[f'loss/{t}'] for r in history], label=t)
-        axs[2].plot(steps, [r[f'weight/{t}'] for r in history], label=t)
-        line, = axs[3].plot(steps, [r[f'pos_sim/{t}'] for r in history], label=f'{t} +')
-        axs[3].plot(steps, [r[f'neg_sim/{t}'] for r in history], ls=':', color=line.get_color())
-        axs[4].plot(steps, [r[f'acc/{t}'] for r in history], label=t, color=line.get_color())
-        if f'hard_acc/{t}' in history[0]: axs[4].plot(steps, [r[f'hard_acc/{t}'] for r in history], ls='--', color=line.get_color())
-    for ax, title in zip(axs[1:], ('loss per term', 'weight per term', 'similarity: positive (solid), negative (dotted)',
-                                   'positive ranked first (solid), above its hard negatives (dashed)')):
-        ax.set_title(title, fontsize=10); ax.legend(fontsize=6, ncol=2)
-    for ax in axs: ax.set_xlabel('step')
-    plt.tight_layout()
-    if path: fig.savefig(path, dpi=100); plt.close(fig)
-    return fig
-
-def write_report(trainer:Trainer,  # a trainer that has run
-                 wall_s:float,      # wall time of the job, seconds
-                 extra:str='',      # more markdown, e.g. evaluation tables
-                )->Path:
-    "report.md and curves.png in the run's folder."
-    out, cfg, last = trainer.out, trainer.cfg, trainer.history[-1]
-    plot_history(trainer.history, out/'curves.png')
-    terms = trainer.criterion.names
-    lines = ["# HDC demo run", "", f"- backbone `{cfg.backbone}`, recipe `{cfg.recipe}`, levels {list(trainer.model.levels)}, weights `{cfg.weight_mode}`",
-             f"- {cfg.steps} steps of {cfg.batch_size} videos ({cfg.num_frames}x{cfg.crop_size}x{cfg.crop_size} clips) on {trainer.device}, {trainer.world} process(es)",
-             f"- wall time {wall_s / 60:.1f} min; last logged throughput {last['clips_per_s']:.0f} clips/s, {last['data_wait']:.0%} of the time waiting for data",
-             f"- videos skipped as undecodable: {trainer.failed_videos}; steps skipped as non-finite: {trainer.skipped_steps}", "",
-             "| term | loss | weight | positive sim | negative sim |", "|---|---|---|---|---|"]
-    lines += [f"| {t} | {last[f'loss/{t}']:.3f} | {last[f'weight/{t}']:.3f} | {last[f'pos_sim/{t}']:.3f} | {last[f'neg_sim/{t}']:.3f} |" for t in terms]
-    lines += ["", "![training curves](curves.png)", "", extra]
-    (out/'report.md').write_text('\n'.join(lines))
-    return out/'report.md'
+hdc_pretrain = call_parse(_config_cli('hdc_pretrain', 'Pretrain an HDC model (every config key is a flag; works under torchrun).'))

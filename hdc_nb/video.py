@@ -204,10 +204,11 @@ def _out_size(width:int, height:int, size:int|None)->tuple[int, int]:
 
 # %% ../nbs/00_video.ipynb #aa2fe336
 def read_frames(path,                    # a video file PyAV can open
-                clip_frames:list[list[int]], # for each clip, the display indices of its frames (any order, repeats allowed)
+                clip_frames:list[list[int]]|dict, # for each clip, the display indices of its frames (any order, repeats allowed); or {name: indices}
                 size:int|None=None,      # resize so the short side is `size`
-               )->torch.Tensor:          # uint8 (len(clip_frames),T,H,W,3)
+               )->torch.Tensor|dict:     # uint8 (len(clip_frames),T,H,W,3); named clips: {name: (T,H,W,3)}
     "Decode the frames each clip lists, in one open and one forward pass over their sorted union."
+    if isinstance(clip_frames, dict): return dict(zip(clip_frames, read_frames(path, list(clip_frames.values()), size)))
     path = str(path)
     if len(clip_frames) == 0 or any(len(ids) != len(clip_frames[0]) or len(ids) == 0 for ids in clip_frames):
         raise ValueError(f"clip_frames must list one or more clips of equal, non-zero length, got lengths {[len(i) for i in clip_frames]}")

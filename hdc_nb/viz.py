@@ -11,20 +11,36 @@ import matplotlib.pyplot as plt
 from .data import UniformClips
 from .augment import KINETICS_MEAN, KINETICS_STD, show_views
 from .model import HDCModel
-from .train import plot_history
 from .evaluate import EvalClips
 
 # %% auto #0
 __all__ = ['plot_curves', 'clip_embeddings', 'similarity_heatmap', 'video_grouping', 'show_retrieval']
 
 # %% ../nbs/07_viz.ipynb #40d437a6
-def plot_curves(log,       # a list of logged rows, or the path of a run's metrics.jsonl (or its folder)
-                path=None):# save the figure here
-    "The training curves of a run."
+def plot_curves(log,        # logged rows (a trainer's history), or the path of a run's metrics.jsonl (or its folder)
+                path=None): # save the figure here
+    "Training curves: total loss, each term's loss, weight, positive and negative similarities, and contrastive accuracy."
     if isinstance(log, (str, Path)):
         log = Path(log)
         log = [json.loads(l) for l in ((log/'metrics.jsonl') if log.is_dir() else log).read_text().splitlines()]
-    return plot_history(log, path)
+    steps = [r['step'] for r in log]
+    terms = sorted({k.split('/', 1)[1] for r in log for k in r if k.startswith('loss/')})
+    fig, axs = plt.subplots(1, 5, figsize=(20, 3.2))
+    axs[0].plot(steps, [r['loss'] for r in log]); axs[0].set_title('total loss')
+    for t in terms:
+        axs[1].plot(steps, [r[f'loss/{t}'] for r in log], label=t)
+        axs[2].plot(steps, [r[f'weight/{t}'] for r in log], label=t)
+        line, = axs[3].plot(steps, [r[f'pos_sim/{t}'] for r in log], label=f'{t} +')
+        axs[3].plot(steps, [r[f'neg_sim/{t}'] for r in log], ls=':', color=line.get_color())
+        axs[4].plot(steps, [r[f'acc/{t}'] for r in log], label=t, color=line.get_color())
+        if f'hard_acc/{t}' in log[0]: axs[4].plot(steps, [r[f'hard_acc/{t}'] for r in log], ls='--', color=line.get_color())
+    for ax, title in zip(axs[1:], ('loss per term', 'weight per term', 'similarity: positive (solid), negative (dotted)',
+                                   'positive ranked first (solid), above its hard negatives (dashed)')):
+        ax.set_title(title, fontsize=10); ax.legend(fontsize=6, ncol=2)
+    for ax in axs: ax.set_xlabel('step')
+    plt.tight_layout()
+    if path: fig.savefig(path, dpi=100); plt.close(fig)
+    return fig
 
 # %% ../nbs/07_viz.ipynb #4368278a
 @torch.no_grad()
