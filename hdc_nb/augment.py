@@ -13,9 +13,9 @@ from torchvision import tv_tensors
 from .data import ClipPair, ClipSampler
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'SpatialAug', 'grey_video',
-           'to_video', 'augment_clip', 'reverse_clip', 'shuffle_clip', 'ViewSampler', 'ViewRecipe', 'get_recipe',
-           'recipe_from_dict', 'draw_photometric', 'apply_photometric', 'show_views']
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'CPU_CHUNK', 'SpatialAug',
+           'grey_video', 'to_video', 'augment_clip', 'reverse_clip', 'shuffle_clip', 'ViewSampler', 'ViewRecipe',
+           'get_recipe', 'recipe_from_dict', 'draw_photometric', 'apply_photometric', 'show_views']
 
 # %% ../nbs/02_augment.ipynb #687b1e47
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)   # torchvision's video models
@@ -90,7 +90,7 @@ def shuffle_clip(clip:torch.Tensor, rng:random.Random, dim:int=0)->torch.Tensor:
 HARD_NEGATIVES = ('reverse', 'shuffle', 'other_time', 'speed')
 
 class ViewSampler(ClipSampler):
-    "Samples every clip a recipe needs, by role: the pair 'a' and 'b' (SC or whole), 'tc', and 'other_time' or 'speed' negatives."
+    "Samples every clip a recipe needs, by role: 'a' and 'b' (the SC or whole pair), 'tc', 'other_time', 'speed'."
     def __init__(self, recipe:ViewRecipe):
         super().__init__(recipe.num_frames, recipe.stride, recipe.short)
         self.recipe = recipe
@@ -151,7 +151,7 @@ class ViewRecipe:
 
     @property
     def hard_roles(self)->tuple:
-        "TC's hard negatives in the order `tc_hard` stacks them: those made from the TC clip, then those with clips of their own."
+        "TC's hard negatives in the order `tc_hard` stacks them (those made from TC's clip first)."
         return tuple(h for h in HARD_NEGATIVES if h in self.hard_negatives)
 
     @property
@@ -172,17 +172,18 @@ class ViewRecipe:
     def sampler(self)->ViewSampler: return ViewSampler(self)
 
     def __call__(self, item:dict)->dict:
-        "Augment an item's clips by role (decoded by `sampler()`) into {'sc': (2,C,T,H,W), 'tc': (2 or, shared, 1,C,T,H,W), 'tc_hard': (H,C,T,H,W)}."
+        "The views of an item's clips, read by role: {'sc': (2,C,T,H,W), 'tc': (2, or 1 shared, C,T,H,W), 'tc_hard': (H,C,T,H,W)}."
         clips, full = item['clips'], not self.on_gpu            # {role: (T,H,W,3)}
         rng = random.Random(int(torch.randint(0, 2**31, ())))   # from torch, which the dataset seeds per item
         out = {k: v for k, v in item.items() if k != 'clips'}
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
             name = 'sc' if 'sc' in self.subtasks else 'whole'
-            out[name] = torch.stack([augment_clip(self.sc_time(clips[r], rng) if name == 'sc' else clips[r], self.aug(name), full) for r in 'ab'])
+            pair = [self.sc_time(clips[r], rng) if name == 'sc' else clips[r] for r in 'ab']
+            out[name] = torch.stack([augment_clip(c, self.aug(name), full) for c in pair])
         if 'tc' in self.subtasks:
             tc, aug = clips['a' if self.shares_views else 'tc'], self.aug('tc')
             out['tc'] = torch.stack([augment_clip(tc, aug, full) for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
-            made = dict(reverse=lambda: reverse_clip(tc), shuffle=lambda: shuffle_clip(tc, rng))   # the others have clips of their own
+            made = dict(reverse=lambda: reverse_clip(tc), shuffle=lambda: shuffle_clip(tc, rng))   # the others: clips of their own
             hard = [augment_clip(made[h]() if h in made else clips[h], aug, full) for h in self.hard_roles]
             if hard: out['tc_hard'] = torch.stack(hard)
         return out
@@ -190,11 +191,11 @@ class ViewRecipe:
     def augment_batch(self, batch:dict, device='cuda')->dict:
         "With `on_gpu`: move a collated batch to `device` and apply each view kind's photometric half there, batched, one draw per clip."
         if not self.on_gpu: return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        out = dict(batch)
+        out, chunk = dict(batch), None if torch.device(device).type == 'cuda' else CPU_CHUNK
         for key in [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in batch]:
             aug, views = self.aug(key.split('_')[0]), batch[key].to(device, non_blocking=True)   # (B,V,C,T,H,W) uint8
             flat = views.flatten(0, 1)
-            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat))).unflatten(0, views.shape[:2])
+            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)), chunk).unflatten(0, views.shape[:2])
         return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 
 # %% ../nbs/02_augment.ipynb #8d802632
@@ -258,13 +259,18 @@ def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric 
                 grayscale=rand(n) < aug.grayscale_p, blur=rand(n) < aug.blur_p, sigma=between(*aug.blur_sigma))
 
 JITTERS = ('brightness', 'contrast', 'saturation', 'hue')   # ColorJitter's four, in the order its draws number them
+CPU_CHUNK = 8   # clips per pass of `apply_photometric` on a CPU (09_bench measures it)
 
 def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       aug:SpatialAug,
                       params:dict,         # from `draw_photometric(aug, N)`
+                      chunk:int|None=None, # clips per pass (None: all at once, as on a GPU; on a CPU a few stay in cache)
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
     "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
     if clips.dtype != torch.uint8: raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
+    if chunk and len(clips) > chunk:
+        parts = range(0, len(clips), chunk)
+        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()}) for i in parts])
     x = clips.transpose(1, 2).float()                                  # (N,T,C,H,W) in 0..255, as torchvision sees a video
     p = {k: v.to(x.device) for k, v in params.items()}
     col = lambda v: v.view(-1, 1, 1, 1, 1)
@@ -297,7 +303,8 @@ def show_views(item:dict,             # an item made by a ViewRecipe
         idx = torch.linspace(0, x.shape[1] - 1, frames).round().long()
         for c, t in enumerate(idx):
             axs[r, c].imshow(x[:, t].permute(1, 2, 0).clamp(0, 1).numpy()); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
-        axs[r, 0].set_ylabel(label if key != 'tc_hard' else f'tc hard\n{recipe.hard_roles[int(label.split()[-1])]}', fontsize=8)
+        name = label if key != 'tc_hard' else f'tc hard\n{recipe.hard_roles[int(label.split()[-1])]}'
+        axs[r, 0].set_ylabel(name, fontsize=8)
     if title: fig.suptitle(title, fontsize=10)
     plt.tight_layout()
     return fig

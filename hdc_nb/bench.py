@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from fastcore.script import call_parse
 from .video import bench_frames, decode_benchmark, write_video
 from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cache
-from .augment import AUG_PRESETS, SpatialAug, apply_photometric, draw_photometric, get_recipe
+from .augment import AUG_PRESETS, CPU_CHUNK, SpatialAug, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
 from .train import ContrastStep, Trainer, TrainConfig, cpu_bf16_native, make_config
@@ -123,23 +123,24 @@ def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:i
 AMP = {'fp32': 'off', 'bf16': 'bf16', 'fp16': 'fp16'}   # the tables' precision names, as the trainer's `amp`
 
 def bench_dataset(folder, videos:int, num_frames:int, size:int)->Path:
-    "Rendered synthetic videos enough for one step of `videos` videos of `num_frames`-frame clips at `size` (all in the train split)."
+    "Enough rendered videos (all in the train split) for one step of `videos` videos of `num_frames`-frame clips at `size`."
     return make_synthetic(folder, appearances=2, motions=2, videos_per_pair=math.ceil(videos / 4), num_frames=4 * num_frames,
                           size=decode_short_side(size), backgrounds=6, test_fraction=0)
 
 def _bench_config(data_root, backbone:str, videos:int, num_frames:int, size:int, device:str, **changes)->TrainConfig:
     "What the benchmarks train: the HDC recipe with reverse negatives (5 clips per video), invariance weights, SGD."
-    return make_config('synthetic_base', data_root=str(data_root), out_dir=tempfile.mkdtemp(), backbone=backbone, batch_size=videos,
-                       num_frames=num_frames, crop_size=size, decode_size=decode_short_side(size), sc_gap_min=num_frames, weight_mode='invariance',
-                       optimizer='sgd', lr=0.01, warmup_steps=1, ckpt_every=10**9, device=device, progress=False, tensorboard=False, **changes)
+    return make_config('synthetic_base', data_root=str(data_root), out_dir=tempfile.mkdtemp(), backbone=backbone,
+                       batch_size=videos, num_frames=num_frames, crop_size=size, decode_size=decode_short_side(size),
+                       sc_gap_min=num_frames, weight_mode='invariance', optimizer='sgd', lr=0.01, warmup_steps=1,
+                       ckpt_every=10**9, device=device, progress=False, tensorboard=False, **changes)
 
 def _train_worker(data_root:str, backbone:str, videos:int, num_frames:int, size:int, steps:int, device:str,
                   precision:str='fp32', compiled:bool=False, channels_last:bool=False)->dict:
-    "Median seconds of the trainer's own step on one batch in memory, the first step's seconds, peak memory (in a fresh process)."
+    "Median seconds of the trainer's own step on one batch in memory, the first step's, peak memory (in a fresh process)."
     baseline = _status_mb('VmRSS')
     trainer = Trainer(_bench_config(data_root, backbone, videos, num_frames, size, device, amp=AMP[precision], compile=compiled,
                                     channels_last=channels_last, steps=steps + 1, workers=0))
-    batch = next(iter(trainer.loader(0, 1)))     # decoded and augmented once: only the step is timed
+    batch = {k: v.to(trainer.device) for k, v in next(iter(trainer.loader(0, 1))).items()}   # made and moved once
     cuda = trainer.device.type == 'cuda'
     if cuda: torch.cuda.reset_peak_memory_stats()
     times = []
@@ -155,14 +156,15 @@ def _train_worker(data_root:str, backbone:str, videos:int, num_frames:int, size:
 def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per step)
                num_frames:int=16, size:int=112, steps:int=3, device:str='cpu',
                variants=(('fp32', False, False),),  # (precision, compiled, channels_last) for every setup
-               data_root=None,                      # videos to decode the batch from (default: `bench_dataset` in a temporary folder)
+               data_root=None,                      # videos to decode the batch from (default: a temporary `bench_dataset`)
               )->list[dict]:
     "One row per backbone and variant: clips/s of the trainer's HDC step, the first step's time and peak memory."
     data_root = data_root or bench_dataset(tempfile.mkdtemp(), max(v for _, v in setups), num_frames, size)
     rows = []
     for backbone, videos in setups:
         for precision, compiled, channels_last in variants:
-            r = _fresh('_train_worker', str(data_root), backbone, videos, num_frames, size, steps, device, precision, compiled, channels_last)
+            r = _fresh('_train_worker', str(data_root), backbone, videos, num_frames, size, steps, device, precision, compiled,
+                       channels_last)
             rows.append(dict(backbone=backbone, device=device, precision=precision, compiled=compiled, channels_last=channels_last, videos_per_step=videos,
                              clip=f'{num_frames}x{size}x{size}', clips_per_s=r['clips_per_video'] * videos / r['seconds'], step_s=r['seconds'],
                              first_step_s=r['first_s'], peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
@@ -195,7 +197,9 @@ def photometric_rows(videos:int=64,       # videos in the batch
     clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device), aug.photometric()
     paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
              'ours clip by clip (as a CPU worker would)': lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
-             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
+             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips))),
+             f'batched, {CPU_CHUNK} clips a pass (augment_batch on a CPU)':
+                 lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)), CPU_CHUNK)}
     rows = []
     for name, run in paths.items():
         times = []
@@ -327,8 +331,8 @@ def _ddp_worker(device:str, backbone:str, videos:int, num_frames:int, size:int, 
 
 def _wait_worker(data_root:str, device:str, backbone:str, batch:int, num_frames:int, size:int, steps:int, workers:int)->dict:
     "Pretrain `steps` steps on encoded videos, photometric half on the device: clips/s and the share of time waiting for data."
-    trainer = Trainer(_bench_config(data_root, backbone, batch, num_frames, size, device, steps=steps, log_every=max(1, steps // 2), aug_on_gpu=True,
-                                    amp='auto', workers=workers))
+    trainer = Trainer(_bench_config(data_root, backbone, batch, num_frames, size, device, steps=steps, log_every=max(1, steps // 2),
+                                    aug_on_gpu=True, amp='auto', workers=workers))
     last = trainer.fit()[-1]
     return dict(clips_per_s=last['clips_per_s'], data_wait=last['data_wait'], precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[trainer.amp_dtype])
 

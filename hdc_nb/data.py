@@ -86,7 +86,7 @@ class ClipSampler:
 
     def last_start(self, video_frames:int)->int: return max(0, video_frames - self.span)
 
-    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]|dict: raise NotImplementedError   # clips, or {role: clip}
+    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]|dict: raise NotImplementedError  # or {role: clip}
 
 @dataclass
 class RandomClip(ClipSampler):
@@ -159,7 +159,7 @@ class VideoDataset(torch.utils.data.Dataset):
         return self.root/rel
 
     def _read(self, path:Path, rng:random.Random)->torch.Tensor|dict:
-        "Decode the clips the sampler picks from `path`: (N,T,H,W,3), or {role: (T,H,W,3)} where the sampler names them."
+        "Decode the clips the sampler picks from `path`: (N,T,H,W,3), or {role: (T,H,W,3)} for named ones."
         if path.suffix == '.npy': return _read_npy(path, self.sampler, rng, self.size)
         return read_frames(path, self.sampler(probe(path).num_frames, rng), self.size)
 

@@ -12,19 +12,19 @@ import numpy as np, torch
 from fastcore.script import call_parse
 from .data import BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, SpatialAug
-from .train import BEST_RECIPE, SYNTHETIC_BASE, Trainer, checkpoints, make_config, build_model, view_recipe
+from .train import BEST_RECIPE, CONFIGS, Trainer, checkpoints, make_config, build_model, view_recipe
 from .viz import plot_curves
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
 # %% auto #0
 __all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'LEVER_ARMS', 'WATCHED', 'FACTORS', 'TABLE_COLUMNS', 'QUICK',
-           'DEMO_BAR', 'clips_per_video', 'arm_config', 'evaluate_factors', 'nuisance_probe', 'supervised_reference',
-           'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data', 'run_experiment',
-           'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy', 'experiment_report',
-           'hdc_experiment', 'demo_report', 'hdc_demo']
+           'DEMO_BAR', 'clips_per_video', 'arm_config', 'evaluate_factors', 'nuisance_probe', 'supervised_sets',
+           'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data',
+           'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy',
+           'experiment_report', 'hdc_experiment', 'demo_report', 'hdc_demo']
 
 # %% ../nbs/08_tutorial.ipynb #cf4c0336
-EXPERIMENT_BASE = SYNTHETIC_BASE | dict(workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False, progress=False, device='cpu')
+EXPERIMENT_BASE = CONFIGS['experiment']   # the named config every arm changes a few keys of
 
 ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_like' gives an arm another arm's step count
     'random init': None,
@@ -142,20 +142,29 @@ def nuisance_probe(model, data_root, cache=None, keys:tuple=('pooled/layer4', 's
     return out
 
 # %% ../nbs/08_tutorial.ipynb #09163777
+def supervised_sets(data_root, cache=None, factor:str='motion',
+                    aug:str='mild',            # augmentation preset of the training clips
+                    **changes)->tuple:         # changes to EXPERIMENT_BASE (clip size, ...)
+    "The labelled train set (one random clip per video and epoch, augmented) and test set (4 uniform clips) of `factor`."
+    cfg = EXPERIMENT_BASE | changes
+    split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler,
+                                                            transform=transform, size=cfg['decode_size'], cache=cache)
+    train_clips = TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip'])))
+    return (split(True, RandomClip(cfg['num_frames'], cfg['stride']), train_clips),
+            split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size'])))
+
 def supervised_reference(data_root, cache=None,
                          factor:str='motion',   # the label trained on and tested
                          epochs:int=20, seed:int=0,
                          aug:str='mild',        # augmentation preset of the training clips
                          batch_size:int=16,
+                         optimizer:str='sgd', lr:float=0.05, weight_decay:float=1e-4,   # `finetune`'s
                          **changes)->float:     # changes to EXPERIMENT_BASE (clip size, ...)
     "Test top-1 of a random-init backbone finetuned on `factor`'s labels."
-    cfg = EXPERIMENT_BASE | changes
-    model = build_model(make_config(cfg, check_paths=False), seed=seed)
-    split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler, transform=transform,
-                                                            size=cfg['decode_size'], cache=cache)
-    train_set = split(True, RandomClip(cfg['num_frames'], cfg['stride']), TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip']))))
-    test_set = split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size']))
-    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=0.05, batch_size=batch_size, workers=0, progress=False, seed=seed)['top1']
+    model = build_model(make_config(EXPERIMENT_BASE | changes, check_paths=False), seed=seed)
+    train_set, test_set = supervised_sets(data_root, cache, factor, aug, **changes)
+    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                    optimizer=optimizer, workers=0, progress=False, seed=seed)['top1']
 
 def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=20, **changes)->dict:
     "`supervised_reference` on both factors, computed once and kept in out_dir/supervised.json."

@@ -107,8 +107,10 @@ def _named_numbers(cfg:TrainConfig, field:str)->dict:
     out = {}
     for pair in comma_list(getattr(cfg, field)):
         name, _, number = pair.partition('=')
-        try: out[name.strip()] = float(number)
+        try: value = float(number)
         except ValueError: raise ValueError(f"config {field}: {pair!r} is not name=number") from None
+        if name.strip() in out: raise ValueError(f"config {field}: {name.strip()!r} is given twice")
+        out[name.strip()] = value
     return out
 
 def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
@@ -133,6 +135,8 @@ def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
     bad = {k: v for k, v in scales.items() if k not in subtasks or not 0 <= v < math.inf}
     if bad: raise ValueError(f"config grad_scales={cfg.grad_scales!r}: {bad} — each must name a subtask of recipe {cfg.recipe} "
                              f"{list(subtasks)} with a finite share, 0 or more")
+    if all(scales.get(s, 1.0) == 0 for s in subtasks):
+        raise ValueError(f"config grad_scales={cfg.grad_scales!r}: no subtask's gradient would reach the backbone")
     if check_paths and not Path(cfg.data_root).exists() and cfg.dataset != 'synthetic':
         raise ValueError(f"config data_root={cfg.data_root!r}: no such file or folder")
     return cfg
@@ -193,7 +197,9 @@ _HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, ste
 _DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=625, ckpt_every=125, out_dir='hdc_runs/demo') | _CPU_RUN
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
               weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
-CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE} | {
+_EXPERIMENT = SYNTHETIC_BASE | dict(workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False, progress=False, device='cpu',
+                                    out_dir='hdc_runs/experiment_arm')   # each arm's run names its own folder
+CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE, 'experiment': _EXPERIMENT} | {   # experiment: every arm's base
     f'{data}_{net}': _PAPER | dict(dataset='ucf101' if data == 'ucf101' else 'folder', backbone=backbone,
                                    data_root=f'data/{data}', steps=steps, out_dir=f'hdc_runs/{data}_{net}')
     for data, steps in (('ucf101', 40_000), ('k400', 200_000))
@@ -596,15 +602,17 @@ def _config_cli(name:str, doc:str):
     "A function of `config`, `resume`, `overwrite` and every TrainConfig field (None: the config's), signed for `call_parse`."
     try: helps = docments(TrainConfig)     # each field's comment, from the class's source
     except OSError: helps = {}             # a class defined in a notebook cell has no findable source: no help texts
-    flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Param(help, kind))
+    flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                                                              annotation=Param(help, kind))
     flags = [flag('config', 'demo_cpu', f"a named config ({', '.join(CONFIGS)}) or a YAML/JSON file", str),
              flag('resume', False, "continue from the newest readable checkpoint in out_dir", bool),
              flag('overwrite', False, "start afresh in an out_dir that holds a run, deleting its checkpoints and logs", bool)]
     for f in fields(TrainConfig):
         kind = _FIELD_TYPES[str(f.type).split('|')[0].strip()]
         flags.append(flag(f.name, None, helps.get(f.name) or '', _bool_arg if kind is bool else kind))
-    def cli(**values): _pretrain(**values)
-    cli.__name__, cli.__qualname__, cli.__doc__, cli.__signature__ = name, name, doc, inspect.Signature(flags)
+    signature = inspect.Signature(flags)
+    def cli(*args, **kwargs): _pretrain(**signature.bind(*args, **kwargs).arguments)
+    cli.__name__, cli.__qualname__, cli.__doc__, cli.__signature__ = name, name, doc, signature
     return cli
 
 def _bool_arg(value:str)->bool:
