@@ -191,15 +191,17 @@ def photometric_rows(videos:int=64,       # videos in the batch
                      num_frames:int=16, size:int=112,
                      preset:str='strong', # augmentation preset (strong: all four jitters and blur)
                      reps:int=2,          # timed passes of each path (the best is kept)
-                     device:str='cpu')->list[dict]:
+                     device:str='cpu',
+                     chunks:tuple=(CPU_CHUNK,), # clips per pass of the chunked batched rows
+                    )->list[dict]:
     "Seconds for the photometric half of one batch: torchvision's pipeline clip by clip (the old `augment_batch`), and batched."
     aug = SpatialAug(size=size, **AUG_PRESETS[preset])
     clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device), aug.photometric()
     paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
              'ours clip by clip (as a CPU worker would)': lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
-             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips))),
-             f'batched, {CPU_CHUNK} clips a pass (augment_batch on a CPU)':
-                 lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)), CPU_CHUNK)}
+             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
+    for chunk in chunks:   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
+        paths[f'batched, {chunk} clips a pass'] = lambda chunk=chunk: apply_photometric(clips, aug, draw_photometric(aug, len(clips)), chunk)
     rows = []
     for name, run in paths.items():
         times = []
