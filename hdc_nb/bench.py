@@ -16,7 +16,8 @@ from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cach
 from .augment import AUG_PRESETS, CPU_CHUNK, SpatialAug, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
-from .train import ContrastStep, Trainer, TrainConfig, cpu_bf16_native, make_config
+from .config import TrainConfig, make_config
+from .train import ContrastStep, Trainer, cpu_bf16_native
 
 # %% auto #0
 __all__ = ['BENCH_SOURCES', 'AMP', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset',

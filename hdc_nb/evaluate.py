@@ -13,7 +13,7 @@ from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
 from dataclasses import asdict
-from .train import build_model, make_config, read_checkpoint, comma_list
+from .config import build_model, comma_list, make_config, read_checkpoint
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',

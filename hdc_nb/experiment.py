@@ -12,7 +12,8 @@ import numpy as np, torch
 from fastcore.script import call_parse
 from .data import BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, SpatialAug
-from .train import BEST_RECIPE, CONFIGS, Trainer, checkpoints, make_config, build_model, view_recipe
+from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, view_recipe
+from .train import Trainer
 from .viz import plot_curves
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
 
