@@ -10,7 +10,8 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .data import BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint, make_synthetic, prepare_cache
+from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint,
+                         decode_short_side, make_synthetic, prepare_cache)
 from .augment import AUG_PRESETS, SpatialAug
 from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, view_recipe
 from .train import Trainer
@@ -149,7 +150,8 @@ def supervised_sets(data_root, cache=None, factor:str='motion',
     "The labelled train set (one random clip per video and epoch, augmented) and test set (4 uniform clips) of `factor`."
     cfg = EXPERIMENT_BASE | changes
     split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler,
-                                                            transform=transform, size=cfg['decode_size'], cache=cache)
+                                                            transform=transform, size=decode_short_side(cfg['crop_size'], cfg['decode_size']),
+                                                            cache=cache)
     train_clips = TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip'])))
     return (split(True, RandomClip(cfg['num_frames'], cfg['stride']), train_clips),
             split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size'])))
