@@ -5,26 +5,26 @@
 # %% ../nbs/04a_config.ipynb #ba0fc388
 from __future__ import annotations
 import inspect, json, math, re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 import torch
 from fastcore.docments import docments
 from fastcore.script import Param
-from .data import BENCHMARK, DATASET_KINDS
-from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, ViewRecipe, get_recipe
+from .data import BENCHMARK, DATASET_KINDS, decode_short_side
+from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, ViewRecipe
 from .model import BACKBONES, HDCModel
 from .loss import WEIGHT_MODES
 
 # %% auto #0
-__all__ = ['CHOICES', 'POSITIVE', 'NONNEGATIVE', 'POSITIVE_OR_UNSET', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS',
-           'CHECKPOINT_KEYS', 'TrainConfig', 'comma_list', 'named_numbers', 'validate', 'make_config', 'view_recipe',
-           'build_model', 'checkpoints', 'CheckpointError', 'read_checkpoint', 'config_cli']
+__all__ = ['SECTIONS', 'CHOICES', 'POSITIVE', 'NONNEGATIVE', 'POSITIVE_OR_UNSET', 'SYNTHETIC_BASE', 'BEST_RECIPE', 'CONFIGS',
+           'CHECKPOINT_KEYS', 'DataConfig', 'ModelConfig', 'LossConfig', 'OptimConfig', 'SystemConfig', 'TrainConfig',
+           'flat_keys', 'comma_list', 'named_numbers', 'validate', 'make_config', 'view_recipe', 'build_model',
+           'checkpoints', 'CheckpointError', 'read_checkpoint', 'config_cli']
 
 # %% ../nbs/04a_config.ipynb #26b96a79
 @dataclass
-class TrainConfig:
-    "Everything that defines a pretraining run."
-    # data
+class DataConfig:
+    "Where the videos are and how they are read."
     dataset:str='synthetic'          # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
     data_root:str=f'hdc_data/synthetic_{BENCHMARK}' # the videos (csv, list: the file)
     annotations:str=None             # split files of ucf101 / hmdb51 (default: the usual folder under data_root), label map (list), CSV (kinetics)
@@ -32,29 +32,21 @@ class TrainConfig:
     cache:str=None                   # a folder written by hdc_prepare_cache
     decode_size:int=None             # short side at decode (default: 8/7 of crop_size)
     on_missing:str='error'           # listed videos that do not exist: error, or skip them with a warning
-    make_data:bool=False             # synthetic: render the v2 dataset at data_root if it holds none (else that is an error)
-    # views
-    recipe:str='hdc'                 # view recipe: hdc, whole, sc_only, tc_only
-    num_frames:int=16                # frames per clip
-    stride:int=2                     # step between frames
-    crop_size:int=112                # height and width of the views
-    sc_gap_min:int=16                # least frames between the starts of the SC pair
-    sc_gap_max:int=None              # most frames between them (None: anywhere)
-    sc_aug:str='mild'                # augmentation preset of the SC views: mild, strong or none
-    tc_aug:str='strong'              # augmentation preset of the TC views (and of the whole baseline's)
-    hard_negatives:str=''            # comma-separated TC hard negatives: reverse, shuffle, other_time, speed
-    sc_temporal:str=''               # time transform of the SC views: '' (none), shuffle, or still (one frame held): motion cannot match them
-    share_views:bool=False           # TC's first view is SC's first view (one clip fewer to embed per video)
-    flip:bool=True                   # horizontal flips (set False where direction is a label)
-    aug_on_gpu:bool=False            # photometric augmentation on the GPU, per clip, on whole batches
-    # model
+    make_data:bool=False             # synthetic: render the benchmark's dataset at data_root if it holds none (else that is an error)
+
+@dataclass
+class ModelConfig:
+    "The network: backbone, the stages it is tapped at, the heads."
     backbone:str='r3d_18'            # r3d_18, r2plus1d_18, mc3_18, s3d, c3d, tiny3d
     levels:str=''                    # comma-separated stages to tap (default: the last three)
     proj_dim:int=128                 # embedding size of the heads
     weights:str=None                 # local weights file for the backbone
     sync_bn:bool=True                # SyncBatchNorm under DDP on GPUs
     bn_batch:int=None                # compute batch-norm statistics over groups of this many clips (as per GPU under DDP)
-    # loss
+
+@dataclass
+class LossConfig:
+    "The contrastive objective and where its gradient goes."
     weight_mode:str='invariance'     # fixed, invariance or learned
     loss_weights:str=''              # fixed mode: comma-separated term=weight, e.g. sc/layer4=2 (default uniform)
     grad_scales:str=''               # comma-separated subtask=share of its gradient reaching the backbone, e.g. tc=0.1 (default 1; 0: heads only)
@@ -62,24 +54,29 @@ class TrainConfig:
     moco:bool=False                  # momentum encoder and queues (MoCo form) instead of in-batch negatives
     momentum:float=0.99              # momentum of the key encoder
     queue_size:int=4096              # negatives per queue
-    # optimisation
+
+@dataclass
+class OptimConfig:
+    "The optimiser and its schedule."
     steps:int=1000                   # optimiser steps
     batch_size:int=64                # videos per step, over all ranks (per micro-batch with grad_accum)
     grad_accum:int=1                 # micro-batches per optimiser step
     optimizer:str='sgd'              # sgd or adamw
     lr:float=0.1                     # peak learning rate
-    weight_decay:float=1e-4
-    sgd_momentum:float=0.9
+    weight_decay:float=1e-4          # decoupled (adamw) or L2 (sgd) weight decay
+    sgd_momentum:float=0.9           # momentum of SGD
     warmup_steps:int=100             # linear warm-up, then cosine decay to 0
     clip_grad:float=None             # max gradient norm (None: no clipping)
-    # system
+
+@dataclass
+class SystemConfig:
+    "Where the run executes, how fast, and what it writes."
     device:str='auto'                # auto (cuda if available), cuda or cpu
     amp:str='auto'                   # auto (bf16 where supported, else fp16, on CUDA only), bf16, fp16 or off
     compile:bool=False               # torch.compile the model
     channels_last:bool=False         # channels-last (3D) memory format on CUDA
     workers:int=4                    # DataLoader workers per rank
     seed:int=0                       # decides data order, augmentation and initialisation
-    # output
     out_dir:str='hdc_runs/run'       # checkpoints, logs, the saved config
     log_every:int=10                 # steps between log lines
     ckpt_every:int=500               # steps between checkpoints (and one at the end)
@@ -88,10 +85,85 @@ class TrainConfig:
     tensorboard:bool=True            # write TensorBoard event files
     progress:bool=True               # show a progress bar
 
+# %% ../nbs/04a_config.ipynb #cf39e77c
+@dataclass
+class TrainConfig:
+    "Everything that defines a pretraining run, in sections; `views` is the `ViewRecipe` itself."
+    data:DataConfig=field(default_factory=DataConfig)
+    views:ViewRecipe=field(default_factory=ViewRecipe)
+    model:ModelConfig=field(default_factory=ModelConfig)
+    loss:LossConfig=field(default_factory=LossConfig)
+    optim:OptimConfig=field(default_factory=OptimConfig)
+    system:SystemConfig=field(default_factory=SystemConfig)
+
+    @property
+    def decode_side(self)->int:
+        "The short side frames are decoded at: `data.decode_size`, or 8/7 of the crop."
+        return decode_short_side(self.views.size, self.data.decode_size)
+
+    def flat(self)->dict:
+        "The config as flat keys: each a flag of `hdc_pretrain` and a key of a flat config file."
+        return {k: v for name in SECTIONS for k, v in _flat_section(name, asdict(getattr(self, name))).items()}
+
+SECTIONS = dict(data=DataConfig, views=ViewRecipe, model=ModelConfig, loss=LossConfig, optim=OptimConfig, system=SystemConfig)
+
+# %% ../nbs/04a_config.ipynb #c27951a6
+_VIEW_FLAGS = dict(   # the flat keys of the views whose spelling or range is not the ViewRecipe field's: type, help
+    sc_aug=(str, 'augmentation preset of the SC views: ' + ', '.join(AUG_PRESETS)),
+    tc_aug=(str, 'augmentation preset of the TC views and their hard negatives'),
+    recipe=(str, 'view recipe: hdc, whole, sc_only, tc_only (the subtasks it trains)'),
+    crop_size=(int, 'height and width of the views'),
+    sc_gap_min=(int, 'least frames between the starts of the SC pair'),
+    sc_gap_max=(int, 'most frames between them (None: anywhere)'),
+    hard_negatives=(str, 'comma-separated TC hard negatives: reverse, shuffle, other_time, speed'),
+    whole_aug=(str, "augmentation preset of the whole baseline's views (default: tc_aug's)"),
+    aug_on_gpu=(bool, 'photometric augmentation on the GPU, on whole batches'))
+_RESPELT = ('subtasks', 'size', 'sc_gap', 'hard_negatives', 'on_gpu')   # the ViewRecipe fields behind them
+
+def _recipe_name(subtasks)->str:
+    "The name in RECIPES of the recipe with these subtasks."
+    names = [n for n, r in RECIPES.items() if r.subtasks == tuple(subtasks)]
+    if not names: raise ValueError(f"config views.subtasks={list(subtasks)} is no recipe's: {({n: r.subtasks for n, r in RECIPES.items()})}")
+    return names[0]
+
+def _flat_section(name:str, values:dict)->dict:
+    "Some or all values of a section as flat keys (only the views spell some differently)."
+    if name != 'views': return dict(values)
+    out = {}
+    for k, v in values.items():
+        if k == 'subtasks': out['recipe'] = _recipe_name(v)
+        elif k == 'size': out['crop_size'] = v
+        elif k == 'sc_gap': out['sc_gap_min'], out['sc_gap_max'] = v
+        elif k == 'hard_negatives': out[k] = ','.join(v)
+        elif k == 'on_gpu': out['aug_on_gpu'] = v
+        else: out[k] = v
+    return out
+
+def _views_from_flat(flat:dict)->ViewRecipe:
+    "The ViewRecipe of a complete, checked flat config."
+    same = {f.name: flat[f.name] for f in fields(ViewRecipe) if f.name not in _RESPELT}
+    return ViewRecipe(**same, subtasks=RECIPES[flat['recipe']].subtasks, size=flat['crop_size'], sc_gap=(flat['sc_gap_min'], flat['sc_gap_max']),
+                      hard_negatives=tuple(comma_list(flat['hard_negatives'])), on_gpu=flat['aug_on_gpu'])
+
+_FIELD_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
+
+def flat_keys()->dict:
+    "Every flat key, section by section, with its type and help text (the field's comment)."
+    out = {}
+    for name, cls in SECTIONS.items():
+        try: helps = docments(cls)    # each field's comment, from the class's source
+        except OSError: helps = {}    # a class defined in a notebook cell has no findable source: no help texts
+        kinds = {f.name: _FIELD_TYPES[str(f.type).split('|')[0].strip()] for f in fields(cls) if f.name not in _RESPELT}
+        out |= {key: _VIEW_FLAGS.get(key) or (kinds[key], helps.get(key) or '') for key in _flat_section(name, asdict(cls()))}
+    return out
+
 # %% ../nbs/04a_config.ipynb #c9738e98
-CHOICES = dict(dataset=DATASET_KINDS, sc_temporal=('', 'shuffle', 'still'), sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), recipe=tuple(RECIPES), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
-               optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'), on_nonfinite=('stop', 'skip'), on_missing=('error', 'skip'))
-POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every', 'ckpt_every', 'keep_last', 'queue_size')
+CHOICES = dict(dataset=DATASET_KINDS, recipe=tuple(RECIPES), sc_temporal=('', 'shuffle', 'still'), short=('repeat', 'loop'),
+               sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), whole_aug=tuple(AUG_PRESETS), backbone=tuple(BACKBONES),
+               weight_mode=WEIGHT_MODES, optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'),
+               on_nonfinite=('stop', 'skip'), on_missing=('error', 'skip'))
+POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every',
+            'ckpt_every', 'keep_last', 'queue_size')
 NONNEGATIVE = ('weight_decay', 'warmup_steps', 'sc_gap_min', 'workers', 'seed', 'split')
 POSITIVE_OR_UNSET = ('clip_grad', 'decode_size', 'sc_gap_max', 'bn_batch')       # None: the default behaviour
 
@@ -99,43 +171,51 @@ def comma_list(text:str)->list[str]:
     "The stripped, non-empty items of a comma-separated string."
     return [t.strip() for t in (text or '').split(',') if t.strip()]
 
-def named_numbers(cfg:TrainConfig, field:str)->dict:
-    "A `name=number,...` field of `cfg` as {name: number}; a pair that is not one is an error naming the field."
+def named_numbers(text:str, # a `name=number,...` config value
+                  key:str   # its flat key, for the error message
+                 )->dict:
+    "A `name=number,...` config value as {name: number}; a pair that is not one is an error naming the key."
     out = {}
-    for pair in comma_list(getattr(cfg, field)):
+    for pair in comma_list(text):
         name, _, number = pair.partition('=')
         try: value = float(number)
-        except ValueError: raise ValueError(f"config {field}: {pair!r} is not name=number") from None
-        if name.strip() in out: raise ValueError(f"config {field}: {name.strip()!r} is given twice")
+        except ValueError: raise ValueError(f"config {key}: {pair!r} is not name=number") from None
+        if name.strip() in out: raise ValueError(f"config {key}: {name.strip()!r} is given twice")
         out[name.strip()] = value
     return out
 
-def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
-    "Check every value of `cfg`; raise a ValueError naming the first bad one."
+def _check(v:dict, check_paths:bool):
+    "Check every value of a complete flat config; raise a ValueError naming the first bad one."
     for name, allowed in CHOICES.items():
-        if getattr(cfg, name) not in allowed: raise ValueError(f"config {name}={getattr(cfg, name)!r} is not one of {list(allowed)}")
+        if v[name] not in allowed: raise ValueError(f"config {name}={v[name]!r} is not one of {list(allowed)}")
     for name in POSITIVE:
-        if not getattr(cfg, name) > 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be positive")
+        if not v[name] > 0: raise ValueError(f"config {name}={v[name]!r} must be positive")
     for name in NONNEGATIVE:
-        if not getattr(cfg, name) >= 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be 0 or more")
+        if not v[name] >= 0: raise ValueError(f"config {name}={v[name]!r} must be 0 or more")
     for name in POSITIVE_OR_UNSET:
-        if getattr(cfg, name) is not None and not getattr(cfg, name) > 0: raise ValueError(f"config {name}={getattr(cfg, name)!r} must be positive, or unset (None)")
-    if cfg.decode_size is not None and cfg.decode_size < cfg.crop_size:
-        raise ValueError(f"config decode_size={cfg.decode_size} is smaller than crop_size={cfg.crop_size}: the crops would not fit in the frames")
-    if cfg.sc_gap_max is not None and cfg.sc_gap_max < cfg.sc_gap_min: raise ValueError(f"config sc_gap_max={cfg.sc_gap_max} is below sc_gap_min={cfg.sc_gap_min}")
-    if not 0 <= cfg.sgd_momentum < 1: raise ValueError(f"config sgd_momentum={cfg.sgd_momentum} must be in [0, 1)")
-    bad = [h for h in comma_list(cfg.hard_negatives) if h not in HARD_NEGATIVES]
+        if v[name] is not None and not v[name] > 0: raise ValueError(f"config {name}={v[name]!r} must be positive, or unset (None)")
+    if v['decode_size'] is not None and v['decode_size'] < v['crop_size']:
+        raise ValueError(f"config decode_size={v['decode_size']} is smaller than crop_size={v['crop_size']}: the crops would not fit in the frames")
+    if v['sc_gap_max'] is not None and v['sc_gap_max'] < v['sc_gap_min']:
+        raise ValueError(f"config sc_gap_max={v['sc_gap_max']} is below sc_gap_min={v['sc_gap_min']}")
+    if not 0 <= v['sgd_momentum'] < 1: raise ValueError(f"config sgd_momentum={v['sgd_momentum']} must be in [0, 1)")
+    bad = [h for h in comma_list(v['hard_negatives']) if h not in HARD_NEGATIVES]
     if bad: raise ValueError(f"config hard_negatives: {bad} are not among {list(HARD_NEGATIVES)}")
-    if not 0 <= cfg.momentum < 1: raise ValueError(f"config momentum={cfg.momentum} must be in [0, 1)")
-    named_numbers(cfg, 'loss_weights')
-    scales, subtasks = named_numbers(cfg, 'grad_scales'), RECIPES[cfg.recipe].subtasks
-    bad = {k: v for k, v in scales.items() if k not in subtasks or not 0 <= v < math.inf}
-    if bad: raise ValueError(f"config grad_scales={cfg.grad_scales!r}: {bad} — each must name a subtask of recipe {cfg.recipe} "
+    if v['share_views'] and v['sc_temporal']: raise ValueError(f"config share_views=True needs plain SC views, not sc_temporal={v['sc_temporal']!r}")
+    if not 0 <= v['momentum'] < 1: raise ValueError(f"config momentum={v['momentum']} must be in [0, 1)")
+    named_numbers(v['loss_weights'], 'loss_weights')
+    scales, subtasks = named_numbers(v['grad_scales'], 'grad_scales'), RECIPES[v['recipe']].subtasks
+    bad = {k: s for k, s in scales.items() if k not in subtasks or not 0 <= s < math.inf}
+    if bad: raise ValueError(f"config grad_scales={v['grad_scales']!r}: {bad} — each must name a subtask of recipe {v['recipe']} "
                              f"{list(subtasks)} with a finite share, 0 or more")
     if all(scales.get(s, 1.0) == 0 for s in subtasks):
-        raise ValueError(f"config grad_scales={cfg.grad_scales!r}: no subtask's gradient would reach the backbone")
-    if check_paths and not Path(cfg.data_root).exists() and cfg.dataset != 'synthetic':
-        raise ValueError(f"config data_root={cfg.data_root!r}: no such file or folder")
+        raise ValueError(f"config grad_scales={v['grad_scales']!r}: no subtask's gradient would reach the backbone")
+    if check_paths and not Path(v['data_root']).exists() and v['dataset'] != 'synthetic':
+        raise ValueError(f"config data_root={v['data_root']!r}: no such file or folder")
+
+def validate(cfg:TrainConfig, check_paths:bool=True)->TrainConfig:
+    "Check every value of `cfg`; raise a ValueError naming the first bad one by its flat key."
+    _check(cfg.flat(), check_paths)
     return cfg
 
 # %% ../nbs/04a_config.ipynb #9fd9b207
@@ -159,14 +239,18 @@ def _coerce(name:str, value, kind):
     if not number.is_integer(): raise ValueError(f"config {name}={value!r} is not a whole number")
     return int(number)
 
-_FIELD_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
+def _flatten(values:dict)->dict:
+    "Flat keys from a flat or sectioned mapping (a section is a mapping under its name, as `asdict` writes a config)."
+    out = {}
+    for k, v in values.items(): out |= _flat_section(k, v) if k in SECTIONS and isinstance(v, dict) else {k: v}
+    return out
 
-def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS), a YAML/JSON file, a dict, or a config
+def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS), a YAML/JSON file, a dict (flat or sectioned), or a config
                 check_paths:bool=True,                 # check that data_root exists
-                **overrides)->TrainConfig:             # field values that replace the base's
+                **overrides)->TrainConfig:             # flat keys whose values replace the base's
     "A validated TrainConfig from a name, file or dict, with overrides."
-    if isinstance(base, TrainConfig): values = asdict(base)
-    elif isinstance(base, dict): values = dict(base)
+    if isinstance(base, TrainConfig): values = base.flat()
+    elif isinstance(base, dict): values = _flatten(base)
     elif base is None: values = {}
     elif base in CONFIGS: values = dict(CONFIGS[base])
     elif Path(base).exists():
@@ -176,12 +260,17 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
         try: values = yaml.safe_load(path.read_text()) or {} if suffix != '.json' else json.loads(path.read_text())
         except (yaml.YAMLError, json.JSONDecodeError) as e: raise ValueError(f"{base}: not valid {'JSON' if suffix == '.json' else 'YAML'}: {e}") from None
         if not isinstance(values, dict): raise ValueError(f"{base}: expected a mapping of config keys, got {type(values).__name__}")
+        values = _flatten(values)
     else: raise ValueError(f"{base!r} is neither a named config ({list(CONFIGS)}) nor an existing YAML/JSON file")
     values.update({k: v for k, v in overrides.items() if v is not None})
-    types = {f.name: _FIELD_TYPES[str(f.type).split('|')[0].strip()] for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - set(types))
-    if unknown: raise ValueError(f"unknown config keys {unknown}; the keys are {sorted(types)}")
-    return validate(TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in values.items()}), check_paths)
+    keys = flat_keys()
+    unknown = sorted(set(values) - set(keys))
+    if unknown: raise ValueError(f"unknown config keys {unknown}; the keys are {sorted(keys)}")
+    flat = TrainConfig().flat() | dict(whole_aug=None) | {k: _coerce(k, v, keys[k][0]) for k, v in values.items()}
+    if flat['whole_aug'] is None: flat['whole_aug'] = flat['tc_aug']    # as every config before whole_aug had its own key
+    _check(flat, check_paths)
+    sections = {name: cls(**{f.name: flat[f.name] for f in fields(cls)}) for name, cls in SECTIONS.items() if name != 'views'}
+    return TrainConfig(**sections, views=_views_from_flat(flat))
 
 # %% ../nbs/04a_config.ipynb #52e35bac
 SYNTHETIC_BASE = dict(dataset='synthetic', data_root=f'hdc_data/synthetic_{BENCHMARK}', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
@@ -204,23 +293,21 @@ CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_B
 
 # %% ../nbs/04a_config.ipynb #84eda5a4
 def view_recipe(cfg:TrainConfig, on_gpu:bool=False)->ViewRecipe: # on_gpu: the run's device is a GPU
-    "The views a config asks for (photometric augmentation on the device where `aug_on_gpu` and `on_gpu`)."
-    return get_recipe(cfg.recipe, num_frames=cfg.num_frames, stride=cfg.stride, size=cfg.crop_size, sc_gap=(cfg.sc_gap_min, cfg.sc_gap_max),
-                      hard_negatives=tuple(comma_list(cfg.hard_negatives)), sc_aug=cfg.sc_aug, tc_aug=cfg.tc_aug, whole_aug=cfg.tc_aug,
-                      sc_temporal=cfg.sc_temporal, share_views=cfg.share_views, flip=cfg.flip, on_gpu=cfg.aug_on_gpu and on_gpu)
+    "The config's views, with the photometric half on the device only where `aug_on_gpu` and `on_gpu`."
+    return replace(cfg.views, on_gpu=cfg.views.on_gpu and on_gpu)
 
 def build_model(cfg:TrainConfig,
-                load_weights:bool=True,   # load the backbone file cfg.weights, if any
+                load_weights:bool=True,   # load the backbone file cfg.model.weights, if any
                 seed:int|None=None,       # draw the initialisation from this seed, leaving the global generators as they were
                )->HDCModel:
-    "The model a config describes: its backbone, levels, and one head per subtask of its recipe."
-    make = lambda: HDCModel(cfg.backbone, tuple(comma_list(cfg.levels)) or None, RECIPES[cfg.recipe].subtasks, cfg.proj_dim,
-                            weights=cfg.weights if load_weights else None, grad_scales=named_numbers(cfg, 'grad_scales'))
+    "The model a config describes: its backbone, levels, and one head per subtask of its views."
+    m = cfg.model
+    make = lambda: HDCModel(m.backbone, tuple(comma_list(m.levels)) or None, cfg.views.subtasks, m.proj_dim,
+                            weights=m.weights if load_weights else None, grad_scales=named_numbers(cfg.loss.grad_scales, 'grad_scales'))
     if seed is None: return make()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return make()
-
 
 # %% ../nbs/04a_config.ipynb #9a73bd1b
 def checkpoints(out_dir)->list[Path]:
@@ -246,17 +333,13 @@ def read_checkpoint(path, device='cpu')->dict:
 def config_cli(name:str,   # the command's name
                doc:str,    # its one-line help
                run):       # called with config, resume, overwrite and every flag given (None: the config's)
-    "A function of `config`, `resume`, `overwrite` and every TrainConfig field, signed for fastcore's `call_parse`."
-    try: helps = docments(TrainConfig)     # each field's comment, from the class's source
-    except OSError: helps = {}             # a class defined in a notebook cell has no findable source: no help texts
+    "A function of `config`, `resume`, `overwrite` and every flat config key, signed for fastcore's `call_parse`."
     flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
                                                               annotation=Param(help, kind))
     flags = [flag('config', 'demo_cpu', f"a named config ({', '.join(CONFIGS)}) or a YAML/JSON file", str),
              flag('resume', False, "continue from the newest readable checkpoint in out_dir", bool),
              flag('overwrite', False, "start afresh in an out_dir that holds a run, deleting its checkpoints and logs", bool)]
-    for f in fields(TrainConfig):
-        kind = _FIELD_TYPES[str(f.type).split('|')[0].strip()]
-        flags.append(flag(f.name, None, helps.get(f.name) or '', _bool_arg if kind is bool else kind))
+    flags += [flag(key, None, help, _bool_arg if kind is bool else kind) for key, (kind, help) in flat_keys().items()]
     signature = inspect.Signature(flags)
     def cli(*args, **kwargs): run(**signature.bind(*args, **kwargs).arguments)
     cli.__name__, cli.__qualname__, cli.__doc__, cli.__signature__ = name, name, doc, signature
@@ -266,4 +349,3 @@ def _bool_arg(value:str)->bool:
     "A boolean flag value: true/false, yes/no, on/off, 1/0."
     if value.lower() in _TRUE + _FALSE: return value.lower() in _TRUE
     raise ValueError(f"not a boolean: {value!r}")
-

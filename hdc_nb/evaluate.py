@@ -12,8 +12,7 @@ from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset,
 from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
-from dataclasses import asdict
-from .config import build_model, comma_list, make_config, read_checkpoint
+from .config import TrainConfig, build_model, comma_list, make_config, read_checkpoint
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',
@@ -175,16 +174,17 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
         return dict(top1=float((top[:, 0] == labels).float().mean()), top5=float((top == labels[:, None]).any(1).float().mean()))
 
 # %% ../nbs/06_eval.ipynb #47069bde
-def load_model(checkpoint:str)->tuple[HDCModel, dict]: # a checkpoint path, or 'random:<backbone>'
+def load_model(checkpoint:str)->tuple[HDCModel, TrainConfig]: # a checkpoint path, or 'random:<backbone>'
     "The model of a pretraining checkpoint and its config."
     if checkpoint.startswith('random:'):
         cfg = make_config('hdc_cpu', check_paths=False, backbone=checkpoint.split(':', 1)[1])
-        return build_model(cfg, seed=0), asdict(cfg)
+        return build_model(cfg, seed=0), cfg
     if not Path(checkpoint).exists(): raise FileNotFoundError(f"checkpoint {checkpoint}: no such file")
     ckpt = read_checkpoint(checkpoint)                     # weights_only; an unreadable file is an error naming it
-    model = build_model(make_config(ckpt['config'], check_paths=False), load_weights=False)
+    cfg = make_config(ckpt['config'], check_paths=False)   # sectioned, or flat as older runs saved it
+    model = build_model(cfg, load_weights=False)
     model.load_state_dict(ckpt['model'])
-    return model, ckpt['config']
+    return model, cfg
 
 PROTOCOLS = ('retrieval', 'knn', 'linear', 'finetune')
 
@@ -272,8 +272,8 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
     "Evaluate a checkpoint: retrieval R@k, kNN, linear probe, finetuning; writes JSON and markdown."
     try: model, cfg = load_model(checkpoint)
     except (FileNotFoundError, RuntimeError) as e: raise SystemExit(f"hdc_eval: {e}") from None
-    try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg['num_frames'], stride=cfg['stride'],
-                                           size=cfg['crop_size'], decode_size=cfg['decode_size'], clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
+    try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg.views.num_frames,
+                                           stride=cfg.views.stride, size=cfg.views.size, decode_size=cfg.decode_side, clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
     try: results = evaluate(model, train_set, test_set, tuple(comma_list(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'),
                             workers=workers, strict=strict)

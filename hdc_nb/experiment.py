@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
 from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint,
-                         decode_short_side, make_synthetic, prepare_cache)
+                         make_synthetic, prepare_cache)
 from .augment import AUG_PRESETS, SpatialAug
-from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, view_recipe
+from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config
 from .train import Trainer
 from .viz import plot_curves
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
@@ -30,9 +30,9 @@ EXPERIMENT_BASE = CONFIGS['experiment']   # the named config every arm changes a
 
 ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_like' gives an arm another arm's step count
     'random init': None,
-    'whole': dict(recipe='whole', levels='layer4', tc_aug='strong'),
-    'whole (mild aug)': dict(recipe='whole', levels='layer4', tc_aug='mild'),
-    'whole (equal steps)': dict(recipe='whole', levels='layer4', tc_aug='strong', steps_like='HDC uniform'),
+    'whole': dict(recipe='whole', levels='layer4', whole_aug='strong'),
+    'whole (mild aug)': dict(recipe='whole', levels='layer4', whole_aug='mild'),
+    'whole (equal steps)': dict(recipe='whole', levels='layer4', whole_aug='strong', steps_like='HDC uniform'),
     'SC only': dict(recipe='sc_only'),
     'TC only': dict(recipe='tc_only'),
     'TC only (equal steps)': dict(recipe='tc_only', steps_like='HDC uniform'),
@@ -69,7 +69,7 @@ WATCHED = ('whole', DEMO_ARM, 'TC only', 'HDC inv., shared views, SC shape aug')
 # %% ../nbs/08_experiment.ipynb #93ed97ed
 def clips_per_video(changes:dict)->int:
     "Clips a run embeds per video in a step (its recipe's `views_per_video`)."
-    return view_recipe(make_config(EXPERIMENT_BASE | changes, check_paths=False)).views_per_video
+    return make_config(EXPERIMENT_BASE | changes, check_paths=False).views.views_per_video
 
 def arm_config(arm:str,              # a key of `ARMS`
                seed:int,             # the run's seed (data order, augmentation, initialisation)
@@ -148,13 +148,13 @@ def supervised_sets(data_root, cache=None, factor:str='motion',
                     aug:str='mild',            # augmentation preset of the training clips
                     **changes)->tuple:         # changes to EXPERIMENT_BASE (clip size, ...)
     "The labelled train set (one random clip per video and epoch, augmented) and test set (4 uniform clips) of `factor`."
-    cfg = EXPERIMENT_BASE | changes
+    cfg = make_config(EXPERIMENT_BASE | changes, check_paths=False)
+    views = cfg.views
     split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler,
-                                                            transform=transform, size=decode_short_side(cfg['crop_size'], cfg['decode_size']),
-                                                            cache=cache)
-    train_clips = TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=cfg['crop_size'], flip=cfg['flip'])))
-    return (split(True, RandomClip(cfg['num_frames'], cfg['stride']), train_clips),
-            split(False, UniformClips(cfg['num_frames'], cfg['stride'], num_clips=4), EvalClips(cfg['crop_size'])))
+                                                            transform=transform, size=cfg.decode_side, cache=cache)
+    train_clips = TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=views.size, flip=views.flip)))
+    return (split(True, RandomClip(views.num_frames, views.stride), train_clips),
+            split(False, UniformClips(views.num_frames, views.stride, num_clips=4), EvalClips(views.size)))
 
 def supervised_reference(data_root, cache=None,
                          factor:str='motion',   # the label trained on and tested
@@ -173,7 +173,7 @@ def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=2
     "`supervised_reference` on both factors, computed once and kept in out_dir/supervised.json."
     path = Path(out_dir)/'supervised.json'
     if path.exists(): return json.loads(path.read_text())
-    cache = prepare_experiment_data(data_root, preset, decode_size=(EXPERIMENT_BASE | changes)['decode_size'])
+    cache = prepare_experiment_data(data_root, preset, make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
     refs = {factor: supervised_reference(data_root, cache, factor, epochs, **changes) for factor in FACTORS}
     path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(refs))
     return refs
@@ -188,14 +188,15 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     if done.exists(): return json.loads(done.read_text())
     if threads: torch.set_num_threads(threads)
     start, values = time.perf_counter(), arm_config(arm, seed, data_root, cache, run_dir, clip_budget, **changes)
-    cfg = EXPERIMENT_BASE | changes
-    if values is None: model, steps, last = build_model(make_config(cfg, check_paths=False), seed=seed), 0, {}
+    cfg = make_config(EXPERIMENT_BASE | changes, check_paths=False)
+    if values is None: model, steps, last = build_model(cfg, seed=seed), 0, {}
     else:
         cut_short = bool(checkpoints(run_dir))
         trainer = Trainer(make_config(values), resume=cut_short, overwrite=not cut_short)   # a run cut short continues from its checkpoint, or starts again
         trainer.fit()
         model, steps, last = trainer.model, values['steps'], json.loads((run_dir/'metrics.jsonl').read_text().splitlines()[-1])
-    evaluation = evaluate_factors(model, data_root, cache, cfg['num_frames'], cfg['stride'], cfg['crop_size'], cfg['decode_size'], levels=model.levels[-1:])
+    evaluation = evaluate_factors(model, data_root, cache, cfg.views.num_frames, cfg.views.stride, cfg.views.size, cfg.decode_side,
+                                  levels=model.levels[-1:])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
                   train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -218,8 +219,7 @@ def run_experiment(out_dir=f'hdc_runs/experiment_{BENCHMARK}', data_root=f'hdc_d
                    clip_budget:int=40_000, jobs:int=2, preset:str=BENCHMARK, progress:bool=True, **changes)->list[dict]:
     "Every (arm, seed), resumable; the list of results, arm by arm."
     from tqdm.auto import tqdm
-    cfg = EXPERIMENT_BASE | changes
-    cache = prepare_experiment_data(data_root, preset, cfg['decode_size'])
+    cache = prepare_experiment_data(data_root, preset, make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
     todo = [(a, s, out_dir, data_root, cache, dict(clip_budget=clip_budget, threads=max(1, (os.cpu_count() or 1) // jobs)) | changes)
             for s in range(seeds) for a in arms]
     todo.sort(key=lambda t: ARMS[t[0]] is None)     # seed by seed (a whole first table early), untrained arms last

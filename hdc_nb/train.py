@@ -11,7 +11,7 @@ import numpy as np, torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .data import BENCHMARK, SYNTHETIC_PRESETS, build_dataset, decode_short_side, make_synthetic
+from .data import BENCHMARK, SYNTHETIC_PRESETS, build_dataset, make_synthetic
 from .model import HDCModel, MomentumEncoder
 from .loss import HierarchicalLoss, Queue
 from .config import (CheckpointError, TrainConfig, build_model, checkpoints, config_cli, make_config, named_numbers,
@@ -145,15 +145,15 @@ def _claim(out:Path, overwrite:bool):
 class Trainer:
     "Pretrains an HDCModel as a TrainConfig says."
     def __init__(self, cfg:TrainConfig,
-                 resume:bool=False,     # continue from the newest readable checkpoint in cfg.out_dir
+                 resume:bool=False,     # continue from the newest readable checkpoint in cfg.system.out_dir
                  overwrite:bool=False): # start afresh in an out_dir that holds a run, deleting that run's checkpoints and logs
         self.cfg = cfg = validate(cfg)
-        cuda = cfg.device == 'cuda' or (cfg.device == 'auto' and torch.cuda.is_available())
+        cuda = cfg.system.device == 'cuda' or (cfg.system.device == 'auto' and torch.cuda.is_available())
         self.rank, self.world, local = _join_process_group(cuda)
         self.device = torch.device(f'cuda:{local}' if cuda else 'cpu')
         if cuda: torch.cuda.set_device(self.device)
-        self.out = Path(cfg.out_dir)
-        torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
+        self.out = Path(cfg.system.out_dir)
+        torch.manual_seed(cfg.system.seed); random.seed(cfg.system.seed); np.random.seed(cfg.system.seed)
         self._data()
         self._model()
         self._optimisation()
@@ -162,36 +162,41 @@ class Trainer:
         if resume: self._resume()
 
     def _data(self):
-        cfg = self.cfg
-        self.recipe = view_recipe(cfg, on_gpu=self.device.type == 'cuda')
-        if cfg.dataset == 'synthetic' and not (Path(cfg.data_root)/'train.csv').exists():
-            if not cfg.make_data: raise FileNotFoundError(f"data_root={cfg.data_root!r} holds no synthetic dataset (no train.csv): render it with "
-                                                          f"`hdc_synth {cfg.data_root}`, or pass make_data=True (--make_data true)")
-            if self.rank == 0: make_synthetic(cfg.data_root, **SYNTHETIC_PRESETS[BENCHMARK])
+        data = self.cfg.data
+        self.recipe = view_recipe(self.cfg, on_gpu=self.device.type == 'cuda')
+        if data.dataset == 'synthetic' and not (Path(data.data_root)/'train.csv').exists():
+            if not data.make_data: raise FileNotFoundError(f"data_root={data.data_root!r} holds no synthetic dataset (no train.csv): render it with "
+                                                           f"`hdc_synth {data.data_root}`, or pass make_data=True (--make_data true)")
+            if self.rank == 0: make_synthetic(data.data_root, **SYNTHETIC_PRESETS[BENCHMARK])
             if self.world > 1: dist.barrier()
-        self.dataset = build_dataset(cfg.dataset, cfg.data_root, cfg.annotations, cfg.split, train=True, sampler=self.recipe.sampler(),
-                                     transform=self.recipe, size=decode_short_side(cfg.crop_size, cfg.decode_size), cache=cfg.cache, seed=cfg.seed, on_missing=cfg.on_missing)
+        self.dataset = build_dataset(data.dataset, data.data_root, data.annotations, data.split, train=True, sampler=self.recipe.sampler(),
+                                     transform=self.recipe, size=self.cfg.decode_side, cache=data.cache, seed=self.cfg.system.seed,
+                                     on_missing=data.on_missing)
 
     def _model(self):
-        cfg = self.cfg
+        cfg, loss, cuda = self.cfg, self.cfg.loss, self.device.type == 'cuda'
         model = build_model(cfg)
-        if self.world > 1 and self.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model.to(self.device, memory_format=torch.channels_last_3d if cfg.channels_last and self.device.type == 'cuda' else torch.preserve_format)
-        self.step_module = ContrastStep(self.model, cfg.bn_batch)
-        self.net = self.step_module if self.world == 1 else nn.parallel.DistributedDataParallel(self.step_module, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
-        if cfg.compile: self.net = torch.compile(self.net)
+        if self.world > 1 and cuda and cfg.model.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        layout = torch.channels_last_3d if cfg.system.channels_last and cuda else torch.preserve_format
+        self.model = model.to(self.device, memory_format=layout)
+        self.step_module = ContrastStep(self.model, cfg.model.bn_batch)
+        self.net = (self.step_module if self.world == 1 else
+                    nn.parallel.DistributedDataParallel(self.step_module, device_ids=[self.device.index] if cuda else None))
+        if cfg.system.compile: self.net = torch.compile(self.net)
         terms = [(s, l) for s in model.subtasks for l in model.levels]
-        self.criterion = HierarchicalLoss(terms, cfg.weight_mode, named_numbers(cfg, 'loss_weights') or None, cfg.temperature, in_batch=not cfg.moco).to(self.device)
-        self.key_net = MomentumEncoder(self.model, cfg.momentum).to(self.device) if cfg.moco else None
-        self.queues = nn.ModuleDict({n: Queue(cfg.proj_dim, cfg.queue_size) for n in self.criterion.names}).to(self.device) if cfg.moco else None
+        weights = named_numbers(loss.loss_weights, 'loss_weights') or None
+        self.criterion = HierarchicalLoss(terms, loss.weight_mode, weights, loss.temperature, in_batch=not loss.moco).to(self.device)
+        self.key_net = MomentumEncoder(self.model, loss.momentum).to(self.device) if loss.moco else None
+        self.queues = (nn.ModuleDict({n: Queue(cfg.model.proj_dim, loss.queue_size) for n in self.criterion.names}).to(self.device)
+                       if loss.moco else None)
 
     def _optimisation(self):
-        cfg = self.cfg
+        opt = self.cfg.optim
         params = list(self.model.parameters()) + list(self.criterion.parameters())
-        if cfg.optimizer == 'sgd': self.opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
-        else: self.opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
-        self.amp_dtype = autocast_dtype(cfg.amp, self.device)
+        if opt.optimizer == 'sgd': self.opt = torch.optim.SGD(params, lr=opt.lr, momentum=opt.sgd_momentum, weight_decay=opt.weight_decay)
+        else: self.opt = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, opt.warmup_steps, opt.steps))
+        self.amp_dtype = autocast_dtype(self.cfg.system.amp, self.device)
         self.scaler = torch.amp.GradScaler('cuda', enabled=self.amp_dtype == torch.float16)
 
 # %% ../nbs/05_train.ipynb #1504643a
@@ -228,7 +233,7 @@ def save(self:Trainer)->Path|None:
     self.out.mkdir(parents=True, exist_ok=True)
     path = self.out/f'ckpt-{self.step:08d}.pt'
     _atomic_save(self.state(), path)
-    for old in checkpoints(self.out)[:-self.cfg.keep_last]: old.unlink()
+    for old in checkpoints(self.out)[:-self.cfg.system.keep_last]: old.unlink()
     return path
 
 @patch
@@ -245,10 +250,10 @@ def load(self:Trainer, ckpt):  # a checkpoint file written by `save`, or its con
 RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress', 'on_nonfinite', 'make_data',
                      'data_root', 'cache', 'out_dir')   # what a resumed run may change: how long, how fast, how logged, where the same data lies
 
-def _check_resume_config(stored:dict, now:dict, path, device):
+def _check_resume_config(stored:dict, now:TrainConfig, path, device):
     "Refuse a resumed config that changes what the run computes (seed, batch, recipe, model, ...); warn of the changes it may make."
-    defaults = asdict(TrainConfig())
-    changed = {k: (stored.get(k, defaults[k]), v) for k, v in now.items() if stored.get(k, defaults[k]) != v}
+    before = make_config(stored, check_paths=False).flat()     # sectioned, or flat as older runs saved it
+    changed = {k: (before[k], v) for k, v in now.flat().items() if before[k] != v}
     if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device): del changed['amp']   # same precision here
     refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
     show = lambda cs: ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in cs.items())
@@ -270,7 +275,7 @@ def _resume(self:Trainer):
         try: ckpt = read_checkpoint(path, self.device); break
         except CheckpointError as e: warnings.warn(f"{e}; trying the checkpoint before it")
     else: raise CheckpointError(f"--resume: none of the {len(found)} checkpoints in {self.out} can be read")
-    _check_resume_config(ckpt['config'], asdict(self.cfg), path, self.device)
+    _check_resume_config(ckpt['config'], self.cfg, path, self.device)
     low, high = _all_reduce([-ckpt['step'], ckpt['step']], dist.ReduceOp.MAX)   # every rank must resume from the same step
     if -low != high: raise CheckpointError(f"--resume: the ranks read different newest checkpoints (steps {-low:.0f} to {high:.0f}) in {self.out}")
     self.load(ckpt)
@@ -301,7 +306,7 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
         loss, logs = self.criterion(q, k, hard, self.queues, update=len(batches) == 1)   # one micro-batch: weights follow its margins
         if _any_rank(not torch.isfinite(loss)):          # agreed: every rank skips or stops, none waits in backward
-            if self.cfg.on_nonfinite == 'skip':
+            if self.cfg.system.on_nonfinite == 'skip':
                 self.skipped_steps += 1; self.opt.zero_grad(set_to_none=True)
                 return None
             last = checkpoints(self.out)[-1] if checkpoints(self.out) else 'none yet'
@@ -312,9 +317,9 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
         logged.append(logs | dict(loss=loss.item())); margins.append(self.criterion.last_margins)
     if len(batches) > 1: self.criterion.update_margins(torch.stack(margins).mean(0))   # the invariance weights move once per optimiser step
     logs = {key: sum(row[key] for row in logged) / len(logged) for key in logged[0]}
-    if self.cfg.clip_grad:
+    if self.cfg.optim.clip_grad:
         self.scaler.unscale_(self.opt)
-        logs['grad_norm'] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad))
+        logs['grad_norm'] = float(nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad))
     self.scaler.step(self.opt); self.scaler.update(); self.sched.step()
     if self.key_net: self.key_net.update(self.model)
     if self.queues:
@@ -325,12 +330,12 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
 @patch
 def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     "Micro-batches for steps start..stop-1 of this rank."
-    acc = self.cfg.grad_accum
-    sampler = StepSampler(len(self.dataset), self.cfg.batch_size, start * acc, stop * acc, self.rank, self.world, self.cfg.seed)
-    workers = self.cfg.workers
+    acc = self.cfg.optim.grad_accum
+    sampler = StepSampler(len(self.dataset), self.cfg.optim.batch_size, start * acc, stop * acc, self.rank, self.world, self.cfg.system.seed)
+    workers = self.cfg.system.workers
     return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == 'cuda',
                                        persistent_workers=False, prefetch_factor=4 if workers else None,
-                                       generator=torch.Generator().manual_seed(self.cfg.seed))   # not the global one: a resumed run's draws stay in step
+                                       generator=torch.Generator().manual_seed(self.cfg.system.seed))   # not the global one: a resumed run's draws stay in step
 
 @patch
 def log(self:Trainer, row:dict):
@@ -338,7 +343,7 @@ def log(self:Trainer, row:dict):
     if self.rank != 0: return
     self.out.mkdir(parents=True, exist_ok=True)
     with open(self.out/'metrics.jsonl', 'a') as f: f.write(json.dumps(row) + '\n')
-    if self.cfg.tensorboard:
+    if self.cfg.system.tensorboard:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(self.out/'tb'), purge_step=self.purge_step)
@@ -346,25 +351,25 @@ def log(self:Trainer, row:dict):
             if key != 'step': self.writer.add_scalar(key, value, row['step'])
 
 @patch
-def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step (default: cfg.steps)
+def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step (default: cfg.optim.steps)
     "Train from the current step to `stop_at`; return the logged rows."
     from tqdm.auto import tqdm
-    cfg, stop = self.cfg, min(stop_at or self.cfg.steps, self.cfg.steps)
+    cfg, stop = self.cfg, min(stop_at or self.cfg.optim.steps, self.cfg.optim.steps)
     if self.rank == 0:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out/'config.json').write_text(json.dumps(asdict(cfg), indent=1))
     views_per_item = self.recipe.views_per_video
-    bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0 or not cfg.progress, desc='pretraining', dynamic_ncols=True)
+    bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0 or not cfg.system.progress, desc='pretraining', dynamic_ncols=True)
     batches, wait, t_log, clips = iter(self.loader(self.step, stop)), 0.0, time.perf_counter(), 0
     self.model.train(); self.criterion.train()
     while self.step < stop:
         t0 = time.perf_counter()
-        micro = [next(batches) for _ in range(cfg.grad_accum)]
+        micro = [next(batches) for _ in range(cfg.optim.grad_accum)]
         wait += time.perf_counter() - t0
         logs = self.train_step(micro)
         self.step += 1
-        clips += cfg.batch_size * cfg.grad_accum * views_per_item
-        if logs is not None and (self.step % cfg.log_every == 0 or self.step in (1, stop)):   # step 1 logs the untrained model
+        clips += cfg.optim.batch_size * cfg.optim.grad_accum * views_per_item
+        if logs is not None and (self.step % cfg.system.log_every == 0 or self.step in (1, stop)):   # step 1 logs the untrained model
             logs = _mean_over_ranks(logs)
             elapsed = time.perf_counter() - t_log
             row = dict(step=self.step, lr=self.sched.get_last_lr()[0], clips_per_s=clips / elapsed, data_wait=wait / elapsed,
@@ -373,7 +378,7 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
             bar.set_postfix(loss=f"{logs['loss']:.3f}", clips_s=f"{row['clips_per_s']:.0f}", wait=f"{row['data_wait']:.0%}")
             wait, t_log, clips = 0.0, time.perf_counter(), 0
         bar.update(1)
-        if self.step % cfg.ckpt_every == 0 or self.step == stop: self.save()
+        if self.step % cfg.system.ckpt_every == 0 or self.step == stop: self.save()
     bar.close()
     if self.writer: self.writer.flush()
     return self.history
