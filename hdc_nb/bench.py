@@ -4,25 +4,38 @@
 
 # %% ../nbs/09_bench.ipynb #093c38db
 from __future__ import annotations
-import json, math, os, platform, statistics, tempfile, time
+import math, os, platform, random, statistics, tempfile, time
+import av
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from torchvision import tv_tensors
 from fastcore.script import call_parse
-from .video import bench_frames, decode_benchmark, write_video
+from .video import probe, read_clip, resize_short_side, write_video
 from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cache
 from .augment import AUG_PRESETS, CPU_CHUNK, SpatialAug, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
-from .config import TrainConfig, make_config
+from .config import TrainConfig, make_config, write_result
 from .train import ContrastStep, Trainer, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['BENCH_SOURCES', 'AMP', 'make_bench_videos', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset',
-           'train_rows', 'precision_agreement', 'photometric_rows', 'run_bench', 'train_table', 'bench_table',
-           'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
+__all__ = ['BENCH_SOURCES', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_benchmark', 'hdc_bench_decode', 'decode_rows',
+           'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows', 'precision_agreement', 'photometric_rows',
+           'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table',
+           'hdc_gpu_check']
+
+# %% ../nbs/09_bench.ipynb #d5b9584c
+def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
+    "The yardstick's frames: moving colour ramps, uint8 (T,H,W,3)."
+    yy, xx = np.mgrid[0:height, 0:width]
+    return np.stack([np.stack([(xx + 3*t) % 256, (yy*2 + t) % 256, ((xx + yy + 5*t) // 2) % 256], -1) for t in range(num_frames)]).astype(np.uint8)
+
+def _bench_videos(folder:Path)->list[Path]:
+    "The yardstick's videos: 10 s at 25 fps, 320x240, H.264 with GOPs of 12, 50 and 250 frames."
+    frames = bench_frames()
+    return [write_video(folder/f'gop{g}.mp4', frames, 'libx264', options={'g': g, 'preset': 'veryfast'}) for g in (12, 50, 250)]
 
 # %% ../nbs/09_bench.ipynb #059651ad
 BENCH_SOURCES = {   # name: (encoder, suffix, seconds, keyframe interval)
@@ -43,6 +56,95 @@ def make_bench_videos(folder,          # where the videos go
     (Path(folder)/'all').mkdir(parents=True, exist_ok=True)
     options = {'g': gop} | ({'preset': 'veryfast'} if codec == 'libx264' else {'qscale': 4})
     return [write_video(Path(folder)/'all'/f'v{i:03d}{suffix}', frames, codec, options=options) for i in range(copies)]
+
+# %% ../nbs/09_bench.ipynb #8249f22f
+def _pyav_clip(path, start:int, num_frames:int, stride:int, size:int|None, seek:bool=True)->torch.Tensor:
+    "A plain PyAV decode of the clip's frames (seeking, or from the first frame without), resized with torch."
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = 'AUTO'
+        fps, tb, t0 = stream.average_rate, stream.time_base, stream.start_time or 0
+        if seek: container.seek(int(start / fps / tb) + t0, stream=stream, backward=True)
+        last, out = start + (num_frames - 1) * stride, []
+        for frame in container.decode(stream):
+            i = int(round((frame.pts - t0) * tb * fps))
+            if i >= start and (i - start) % stride == 0: out.append(frame.to_ndarray(format='rgb24'))
+            if i >= last: break
+    return resize_short_side(torch.from_numpy(np.stack(out)), size, 'bilinear')
+
+def _whole_video_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
+    "Decode the whole video to RGB, then take the clip: what loaders built on `torchvision.io.read_video` do."
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = 'AUTO'
+        video = np.stack([f.to_ndarray(format='rgb24') for f in container.decode(stream)])
+    return resize_short_side(torch.from_numpy(video[start:start + num_frames * stride:stride]), size, 'bilinear')
+
+# %% ../nbs/09_bench.ipynb #d9653ba9
+def _torchvision_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
+    "torchvision.io.read_video of the clip's time span (pts in seconds), then the clip's frames."
+    from torchvision.io import read_video
+    with av.open(str(path)) as container: fps = float(container.streams.video[0].average_rate)
+    video = read_video(str(path), start / fps, (start + (num_frames - 1) * stride + 0.5) / fps, pts_unit='sec', output_format='THWC')[0]
+    return resize_short_side(video[::stride][:num_frames], size, 'bilinear')
+
+def _torchcodec_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
+    "torchcodec's VideoDecoder in exact seek mode, frames by index."
+    from torchcodec.decoders import VideoDecoder
+    x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
+    return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
+
+def _decoders()->dict:
+    "The decoders to compare: name -> function (path, start, num_frames, stride, size) -> clip, or the reason it cannot run here."
+    decoders = {'read_clip': read_clip,
+                'bare PyAV': _pyav_clip,
+                'from start': lambda *a: _pyav_clip(*a, seek=False),
+                'whole video': _whole_video_clip}
+    import torchvision, torchvision.io
+    decoders['torchvision.io'] = _torchvision_clip if hasattr(torchvision.io, 'read_video') else f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
+    try:
+        import torchcodec.decoders   # loads FFmpeg's shared libraries: fails where they are missing
+        decoders['torchcodec'] = _torchcodec_clip
+    except Exception as e: decoders['torchcodec'] = f'torchcodec unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ""}'
+    return decoders
+
+def decode_benchmark(clips_per_video:int=12, # random clips asked of each video
+                     num_frames:int=16,      # frames per clip
+                     stride:int=2,           # step between frames
+                     sizes:tuple=(None, 112),# short sides to resize to (None: full size)
+                     reps:int=5,             # timed passes; the median is reported
+                     seed:int=0,             # seed of the random starts
+                     paths:list|None=None,   # the videos (default: the yardstick's three)
+                    )->list[dict]:           # one row per (size, decoder): clips/s and time relative to bare PyAV
+    "Clips per second of `read_clip` and the other decoders on the same requests, passes interleaved."
+    paths, rng = paths or _bench_videos(Path(tempfile.mkdtemp())), random.Random(seed)
+    requests = [(p, rng.randrange(0, probe(p).num_frames - num_frames * stride), num_frames, stride) for p in paths for _ in range(clips_per_video)]
+    decoders = {k: v for k, v in _decoders().items() if callable(v)}
+    rows = [dict(size=size or 'full', decoder=k, clips_per_s=None, time_vs_bare=None, note=v) for size in sizes for k, v in _decoders().items() if not callable(v)]
+    for size in sizes:
+        for decode in decoders.values():
+            for r in requests[:3]: decode(*r, size)   # warm-up: also fills read_clip's index cache, as a second epoch would
+        passes = {name: [] for name in decoders}
+        for _ in range(reps):                         # interleaved, so that a slow spell of the machine hits every decoder
+            for name, decode in decoders.items():
+                t0 = time.perf_counter()
+                for r in requests: decode(*r, size)
+                passes[name].append(time.perf_counter() - t0)
+        times = {name: statistics.median(p) for name, p in passes.items()}
+        rows += [dict(size=size or 'full', decoder=k, clips_per_s=len(requests) / v, time_vs_bare=v / times['bare PyAV']) for k, v in times.items()]
+    return rows
+
+# %% ../nbs/09_bench.ipynb #9659638c
+@call_parse
+def hdc_bench_decode(clips_per_video:int=12, # random clips asked of each of the 3 videos
+                     reps:int=5,             # timed passes; the median is reported
+                     threads:int=2,          # torch threads (for the torch resize of the other decoders)
+                    ):
+    "Print clips/s of read_clip against bare PyAV, decoding from the start, and torchcodec (when installed)."
+    torch.set_num_threads(threads)
+    rows = decode_benchmark(clips_per_video=clips_per_video, reps=reps)
+    print('| size | decoder | clips/s | time vs bare PyAV |\n|---|---|---|---|')
+    for r in rows: print(f"| {r['size']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |"))
 
 # %% ../nbs/09_bench.ipynb #8fe96cc0
 def decode_rows(folder, sources=tuple(BENCH_SOURCES), clips:int=10, reps:int=3, size:int=112, seconds=None)->list[dict]:
@@ -243,8 +345,7 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__, cpu_bf16_native=cpu_bf16_native(),
                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
     results = dict(machine=machine, quick=quick, decode=decode, pipeline=pipeline, train=train)
-    (out/'bench.json').write_text(json.dumps(results, indent=1))
-    (out/'bench.md').write_text(bench_table(results))
+    write_result(out/'bench.json', results); write_result(out/'bench.md', bench_table(results))
     return results
 
 # %% ../nbs/09_bench.ipynb #1eebc348
@@ -357,8 +458,7 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']): raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
     machine = dict(device=torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or platform.machine(), torch=torch.__version__, cores=os.cpu_count())
     results = dict(machine=machine, quick=quick, train=train, pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp)
-    (out/'gpu_check.json').write_text(json.dumps(results, indent=1))
-    (out/'gpu_check.md').write_text(gpu_table(results))
+    write_result(out/'gpu_check.json', results); write_result(out/'gpu_check.md', gpu_table(results))
     return results
 
 def gpu_table(results:dict)->str:

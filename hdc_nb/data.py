@@ -159,9 +159,12 @@ class VideoDataset(torch.utils.data.Dataset):
         return self.root/rel
 
     def _read(self, path:Path, rng:random.Random)->torch.Tensor|dict:
-        "Decode the clips the sampler picks from `path`: (N,T,H,W,3), or {role: (T,H,W,3)} for named ones."
-        if path.suffix == '.npy': return _read_npy(path, self.sampler, rng, self.size)
-        return read_frames(path, self.sampler(probe(path).num_frames, rng), self.size)
+        "Decode the clips the sampler picks from `path`, in one pass: (N,T,H,W,3), or {role: (T,H,W,3)} for named ones."
+        frames = np.load(path, mmap_mode='r') if path.suffix == '.npy' else None    # a cached video: (T,H,W,3) uint8
+        picked = self.sampler(probe(path).num_frames if frames is None else len(frames), rng)
+        ids = list(picked.values()) if isinstance(picked, dict) else picked
+        clips = read_frames(path, ids, self.size) if frames is None else _read_npy(frames, ids, self.size)
+        return dict(zip(picked, clips)) if isinstance(picked, dict) else clips
 
     def __getitem__(self, i)->dict:  # an index, or an (epoch, index) pair from a sampler that spans epochs
         epoch, i = i if isinstance(i, (tuple, list)) else (self.epoch, i)
@@ -558,13 +561,9 @@ def nuisance_audit(root)->dict:  # {(nuisance, factor): test accuracy}
     return {(n, f): linear_probe(*split('train', n, f), *split('test', n, f), Cs=(1.0,))['top1'] for n in names for f in ('appearance', 'motion')}
 
 # %% ../nbs/01_data.ipynb #f05bd394
-def _read_npy(path:Path, sampler:ClipSampler, rng:random.Random, size:int|None)->torch.Tensor|dict:
-    "Read the clips `sampler` picks from a memory-mapped (T,H,W,3) uint8 array, resized like `read_frames` (named clips alike)."
-    frames = np.load(path, mmap_mode='r')
-    picked = sampler(len(frames), rng)
-    ids = list(picked.values()) if isinstance(picked, dict) else picked
-    clips = resize_short_side(torch.from_numpy(np.ascontiguousarray(frames[np.array(ids)])), size)
-    return dict(zip(picked, clips)) if isinstance(picked, dict) else clips
+def _read_npy(frames:np.ndarray, clip_frames:list[list[int]], size:int|None)->torch.Tensor:
+    "The clips `clip_frames` lists from a memory-mapped (T,H,W,3) uint8 array, resized like `read_frames`."
+    return resize_short_side(torch.from_numpy(np.ascontiguousarray(frames[np.array(clip_frames)])), size)
 
 CACHE_SUFFIX = {'npy': '.npy', 'video': '.mp4'}   # appended to a video's relative path in the cache
 

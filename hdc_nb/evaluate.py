@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_eval.ipynb #880217b4
 from __future__ import annotations
-import copy, json
+import copy
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
@@ -12,7 +12,7 @@ from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset,
 from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
-from .config import TrainConfig, build_model, comma_list, make_config, read_checkpoint
+from .config import TrainConfig, build_model, comma_list, make_config, read_checkpoint, write_result
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'EvalClips', 'TrainClips', 'readable_batches', 'extract_features', 'retrieval_recall', 'knn_accuracy',
@@ -282,10 +282,9 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
     queries = [rel for i, (rel, _) in enumerate(test_set.samples) if str(test_set.source(i)) not in gone['test']]
     note = ''.join(f"; {len(gone[part])} {part} video(s) left out as unreadable: {', '.join(Path(p).name for p in gone[part])}" for part in ('test', 'train') if gone[part])
     stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:') else Path('.'))/f'eval_{dataset}_{factor}'
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix('.json').write_text(json.dumps(dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set) - len(gone['train']),
-                                                         test_videos=len(queries), queries=queries, left_out=gone, results={k: v for k, v in results.items() if k in PROTOCOLS}), indent=1))
-    stem.with_suffix('.md').write_text(f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(queries)} test videos (queries), '
+    write_result(stem.with_suffix('.json'), dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set) - len(gone['train']),
+                                                         test_videos=len(queries), queries=queries, left_out=gone, results={k: v for k, v in results.items() if k in PROTOCOLS}))
+    write_result(stem.with_suffix('.md'), f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(queries)} test videos (queries), '
                                        f"{len(train_set) - len(gone['train'])} train videos (gallery){note}\n\n" + results_table(results) + '\n')
     if note: print(note[2:])
     print(results_table(results)); print(f'written: {stem}.json, {stem}.md')

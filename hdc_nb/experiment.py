@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint,
                          make_synthetic, prepare_cache)
 from .augment import AUG_PRESETS, SpatialAug
-from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config
+from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, write_result
 from .train import Trainer
 from .viz import plot_curves
 from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
@@ -175,7 +175,7 @@ def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=2
     if path.exists(): return json.loads(path.read_text())
     cache = prepare_experiment_data(data_root, preset, make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
     refs = {factor: supervised_reference(data_root, cache, factor, epochs, **changes) for factor in FACTORS}
-    path.parent.mkdir(parents=True, exist_ok=True); path.write_text(json.dumps(refs))
+    write_result(path, refs)
     return refs
 
 # %% ../nbs/08_experiment.ipynb #6775cb95
@@ -199,9 +199,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
                                   levels=model.levels[-1:])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
                   train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir/'result.json.part').write_text(json.dumps(result, indent=1))
-    os.replace(run_dir/'result.json.part', done)
+    write_result(done, result)
     return result
 
 # %% ../nbs/08_experiment.ipynb #7d6e4be7
@@ -322,8 +320,7 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
              experiment_table(results), '', *([f"Supervised reference (tiny3d trained with the labels, test top-1): appearance {100 * supervised['appearance']:.1f}, "
              f"motion {100 * supervised['motion']:.1f}.", ''] if supervised else []), '## kNN at layer4', '', experiment_table(results, metric='knn', columns=TABLE_COLUMNS[:-2]),
              '', '![figure](figure.png)', '', *(['![contrastive accuracy during training](accuracy.png)', ''] if watched else [])]
-    (out/'table.md').write_text('\n'.join(lines))
-    return out/'table.md'
+    return write_result(out/'table.md', '\n'.join(lines))
 
 @call_parse
 def hdc_experiment(out_dir:str=None,                        # runs, results.json, table.md, figure.png (default: hdc_runs/experiment_<preset>)
@@ -346,7 +343,7 @@ def hdc_experiment(out_dir:str=None,                        # runs, results.json
         if unknown: raise SystemExit(f"unknown arms {unknown}; the arms are {list(ARMS)}")
         results = run_experiment(out_dir, data_root, chosen, seeds, clip_budget, jobs, preset)
     supervised = None if quick else supervised_references(out_dir, data_root, preset)
-    Path(out_dir, 'results.json').write_text(json.dumps(results, indent=1))
+    write_result(Path(out_dir, 'results.json'), results)
     print(f"table: {experiment_report(results, out_dir, time.perf_counter() - start, supervised)}")
 
 # %% ../nbs/08_experiment.ipynb #ff37c6f3
@@ -356,7 +353,7 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
                 out_dir, wall_s:float)->tuple[Path, str]:
     "report.md, results.json and curves.png of the demo in `out_dir`; and its one-line verdict."
     out, key = Path(out_dir), f"pooled/{_head_key(trained, 'layer4').split('/')[1]}"
-    (out/'results.json').write_text(json.dumps({f'{name}/{f}': r['eval'][f] for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS}, indent=1))
+    write_result(out/'results.json', {f'{name}/{f}': r['eval'][f] for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS})
     gain = {f: trained['eval'][f]['linear'][key] - random_init['eval'][f]['linear'][key] for f in FACTORS}
     learned = all(gain[f] >= DEMO_BAR[f] for f in FACTORS)
     verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: {trained['arm']} is {100 * gain['motion']:+.1f} points over random init on motion "
@@ -371,8 +368,7 @@ def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM a
              f"- wall time {wall_s / 60:.1f} min from the start of this invocation", '',
              '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN') for n in ('trained', 'random')) + ' |',
              '|---|' + '---|' * 8, *rows, '', 'Accuracies in %; chance is 25 (appearance) and 12.5 (motion).', '', '![training curves](curves.png)', '']
-    (out/'report.md').write_text('\n'.join(lines))
-    return out/'report.md', verdict
+    return write_result(out/'report.md', '\n'.join(lines)), verdict
 
 @call_parse
 def hdc_demo(out_dir:str='hdc_runs/demo',              # where the runs, report.md and results.json go

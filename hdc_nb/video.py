@@ -4,18 +4,16 @@
 
 # %% ../nbs/00_video.ipynb #0421a871
 from __future__ import annotations
-import os, time, random, statistics, tempfile
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 import av, numpy as np, torch
-from fastcore.script import call_parse
 
 # %% auto #0
 __all__ = ['INDEX_CACHE_SIZE', 'SEEK_GAP', 'numbered_frames', 'frame_ids', 'write_video', 'VideoDecodeError', 'VideoInfo',
-           'probe', 'read_frames', 'read_clips', 'read_clip', 'bench_frames', 'resize_short_side', 'decode_benchmark',
-           'hdc_bench_decode']
+           'probe', 'read_frames', 'read_clips', 'read_clip', 'resize_short_side']
 
 # %% ../nbs/00_video.ipynb #ef1c14e2
 def numbered_frames(num_frames:int,  # frames to draw
@@ -204,11 +202,10 @@ def _out_size(width:int, height:int, size:int|None)->tuple[int, int]:
 
 # %% ../nbs/00_video.ipynb #aa2fe336
 def read_frames(path,                    # a video file PyAV can open
-                clip_frames:list[list[int]]|dict, # for each clip, the display indices of its frames (any order, repeats allowed); or {name: indices}
+                clip_frames:list[list[int]], # for each clip, the display indices of its frames (any order, repeats allowed)
                 size:int|None=None,      # resize so the short side is `size`
-               )->torch.Tensor|dict:     # uint8 (len(clip_frames),T,H,W,3); named clips: {name: (T,H,W,3)}
+               )->torch.Tensor:          # uint8 (len(clip_frames),T,H,W,3)
     "Decode the frames each clip lists, in one open and one forward pass over their sorted union."
-    if isinstance(clip_frames, dict): return dict(zip(clip_frames, read_frames(path, list(clip_frames.values()), size)))
     path = str(path)
     if len(clip_frames) == 0 or any(len(ids) != len(clip_frames[0]) or len(ids) == 0 for ids in clip_frames):
         raise ValueError(f"clip_frames must list one or more clips of equal, non-zero length, got lengths {[len(i) for i in clip_frames]}")
@@ -246,17 +243,7 @@ def read_clip(path,              # a video file PyAV can open
     "Decode frames `start, start+stride, ...` of `path`."
     return read_clips(path, [start], num_frames, stride, size)[0]
 
-# %% ../nbs/00_video.ipynb #70bf876f
-def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
-    "The yardstick's frames: moving colour ramps, uint8 (T,H,W,3)."
-    yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([np.stack([(xx + 3*t) % 256, (yy*2 + t) % 256, ((xx + yy + 5*t) // 2) % 256], -1) for t in range(num_frames)]).astype(np.uint8)
-
-def _bench_videos(folder:Path)->list[Path]:
-    "The yardstick's videos: 10 s at 25 fps, 320x240, H.264 with GOPs of 12, 50 and 250 frames."
-    frames = bench_frames()
-    return [write_video(folder/f'gop{g}.mp4', frames, 'libx264', options={'g': g, 'preset': 'veryfast'}) for g in (12, 50, 250)]
-
+# %% ../nbs/00_video.ipynb #602774c0
 def resize_short_side(frames:torch.Tensor,  # uint8 (...,H,W,3)
                       size:int|None,         # new short side (None: unchanged)
                       mode:str='area',       # torch interpolation: 'area', or 'bilinear' (antialiased)
@@ -269,91 +256,3 @@ def resize_short_side(frames:torch.Tensor,  # uint8 (...,H,W,3)
     x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
     x = torch.nn.functional.interpolate(x, size=(height, width), mode=mode, **({'antialias': True} if mode == 'bilinear' else {}))
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*frames.shape[:-3], height, width, 3)
-
-def _pyav_clip(path, start:int, num_frames:int, stride:int, size:int|None, seek:bool=True)->torch.Tensor:
-    "A plain PyAV decode of the clip's frames (seeking, or from the first frame without), resized with torch."
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'
-        fps, tb, t0 = stream.average_rate, stream.time_base, stream.start_time or 0
-        if seek: container.seek(int(start / fps / tb) + t0, stream=stream, backward=True)
-        last, out = start + (num_frames - 1) * stride, []
-        for frame in container.decode(stream):
-            i = int(round((frame.pts - t0) * tb * fps))
-            if i >= start and (i - start) % stride == 0: out.append(frame.to_ndarray(format='rgb24'))
-            if i >= last: break
-    return resize_short_side(torch.from_numpy(np.stack(out)), size, 'bilinear')
-
-def _whole_video_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
-    "Decode the whole video to RGB, then take the clip: what loaders built on `torchvision.io.read_video` do."
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'
-        video = np.stack([f.to_ndarray(format='rgb24') for f in container.decode(stream)])
-    return resize_short_side(torch.from_numpy(video[start:start + num_frames * stride:stride]), size, 'bilinear')
-
-# %% ../nbs/00_video.ipynb #d9653ba9
-def _torchvision_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
-    "torchvision.io.read_video of the clip's time span (pts in seconds), then the clip's frames."
-    from torchvision.io import read_video
-    with av.open(str(path)) as container: fps = float(container.streams.video[0].average_rate)
-    video = read_video(str(path), start / fps, (start + (num_frames - 1) * stride + 0.5) / fps, pts_unit='sec', output_format='THWC')[0]
-    return resize_short_side(video[::stride][:num_frames], size, 'bilinear')
-
-def _torchcodec_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
-    "torchcodec's VideoDecoder in exact seek mode, frames by index."
-    from torchcodec.decoders import VideoDecoder
-    x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
-    return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
-
-def _decoders()->dict:
-    "The decoders to compare: name -> function (path, start, num_frames, stride, size) -> clip, or the reason it cannot run here."
-    decoders = {'read_clip': read_clip,
-                'bare PyAV': _pyav_clip,
-                'from start': lambda *a: _pyav_clip(*a, seek=False),
-                'whole video': _whole_video_clip}
-    import torchvision, torchvision.io
-    decoders['torchvision.io'] = _torchvision_clip if hasattr(torchvision.io, 'read_video') else f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
-    try:
-        import torchcodec.decoders   # loads FFmpeg's shared libraries: fails where they are missing
-        decoders['torchcodec'] = _torchcodec_clip
-    except Exception as e: decoders['torchcodec'] = f'torchcodec unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ""}'
-    return decoders
-
-def decode_benchmark(clips_per_video:int=12, # random clips asked of each video
-                     num_frames:int=16,      # frames per clip
-                     stride:int=2,           # step between frames
-                     sizes:tuple=(None, 112),# short sides to resize to (None: full size)
-                     reps:int=5,             # timed passes; the median is reported
-                     seed:int=0,             # seed of the random starts
-                     paths:list|None=None,   # the videos (default: the yardstick's three)
-                    )->list[dict]:           # one row per (size, decoder): clips/s and time relative to bare PyAV
-    "Clips per second of `read_clip` and the other decoders on the same requests, passes interleaved."
-    paths, rng = paths or _bench_videos(Path(tempfile.mkdtemp())), random.Random(seed)
-    requests = [(p, rng.randrange(0, probe(p).num_frames - num_frames * stride), num_frames, stride) for p in paths for _ in range(clips_per_video)]
-    decoders = {k: v for k, v in _decoders().items() if callable(v)}
-    rows = [dict(size=size or 'full', decoder=k, clips_per_s=None, time_vs_bare=None, note=v) for size in sizes for k, v in _decoders().items() if not callable(v)]
-    for size in sizes:
-        for decode in decoders.values():
-            for r in requests[:3]: decode(*r, size)   # warm-up: also fills read_clip's index cache, as a second epoch would
-        passes = {name: [] for name in decoders}
-        for _ in range(reps):                         # interleaved, so that a slow spell of the machine hits every decoder
-            for name, decode in decoders.items():
-                t0 = time.perf_counter()
-                for r in requests: decode(*r, size)
-                passes[name].append(time.perf_counter() - t0)
-        times = {name: statistics.median(p) for name, p in passes.items()}
-        rows += [dict(size=size or 'full', decoder=k, clips_per_s=len(requests) / v, time_vs_bare=v / times['bare PyAV']) for k, v in times.items()]
-    return rows
-
-# %% ../nbs/00_video.ipynb #9659638c
-@call_parse
-def hdc_bench_decode(clips_per_video:int=12, # random clips asked of each of the 3 videos
-                     reps:int=5,             # timed passes; the median is reported
-                     threads:int=2,          # torch threads (for the torch resize of the other decoders)
-                    ):
-    "Print clips/s of read_clip against bare PyAV, decoding from the start, and torchcodec (when installed)."
-    torch.set_num_threads(threads)
-    rows = decode_benchmark(clips_per_video=clips_per_video, reps=reps)
-    print('| size | decoder | clips/s | time vs bare PyAV |\n|---|---|---|---|')
-    for r in rows: print(f"| {r['size']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |"))
