@@ -44,7 +44,8 @@ class SpatialAug:
         "Colour, grayscale, blur, then float and normalisation: uint8 (T,C,H,W) to float (T,C,H,W)."
         kernel = self.size // 10 * 2 + 1
         steps = [v2.RandomApply([v2.ColorJitter(*self.jitter)], p=self.jitter_p)] if self.jitter_p else []
-        steps += [v2.RandomApply([v2.Lambda(grey_video)], p=self.grayscale_p)] if self.grayscale_p else []   # not RandomGrayscale: see below
+        steps += [v2.RandomApply([v2.Lambda(grey_video)],
+                                 p=self.grayscale_p)] if self.grayscale_p else []   # not RandomGrayscale: see below
         steps += [v2.RandomApply([v2.GaussianBlur(kernel, self.blur_sigma)], p=self.blur_p)] if self.blur_p else []
         return v2.Compose(steps + [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
 
@@ -52,9 +53,11 @@ AUG_PRESETS = {
     'mild':   dict(crop_scale=(0.5, 1.0), jitter_p=0.3, jitter=(0.2, 0.2, 0.2, 0.02), grayscale_p=0.0, blur_p=0.0),
     'strong': dict(crop_scale=(0.2, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.0, blur_p=0.5),
     'none':   dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0),
-    'colour': dict(crop_scale=(0.5, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1), grayscale_p=0.0, blur_p=0.0),   # strong colour, mild geometry
-    'shape':  dict(crop_scale=(0.4, 1.0), jitter_p=1.0, jitter=(0.6, 0.6, 0.6, 0.5), grayscale_p=0.0, blur_p=0.0),   # colour useless: any hue
-}   # grayscale_p=0 in every preset: what every recorded run had (torchvision's RandomGrayscale skipped videos, see below)
+    'colour': dict(crop_scale=(0.5, 1.0), jitter_p=0.8, jitter=(0.4, 0.4, 0.4, 0.1),
+                   grayscale_p=0.0, blur_p=0.0),   # strong colour, mild geometry
+    'shape':  dict(crop_scale=(0.4, 1.0), jitter_p=1.0, jitter=(0.6, 0.6, 0.6, 0.5),
+                   grayscale_p=0.0, blur_p=0.0),   # colour useless: any hue
+} # grayscale_p=0 in every preset: what every recorded run had (torchvision's RandomGrayscale skipped videos, see below)
 
 def grey_video(video:tv_tensors.Video)->tv_tensors.Video:
     "A (T,3,H,W) video in grey, three equal channels (torchvision's `RandomGrayscale` passes videos through unchanged)."
@@ -101,7 +104,8 @@ class ViewSampler(ClipSampler):
         starts = {}
         if 'sc' in r.subtasks or 'whole' in r.subtasks:
             gap = r.sc_gap if 'sc' in r.subtasks else (0, None)
-            starts['a'], starts['b'] = ClipPair(self.num_frames, self.stride, self.short, *gap).starts(video_frames, rng)
+            starts['a'], starts['b'] = ClipPair(self.num_frames, self.stride, self.short,
+                                                *gap).starts(video_frames, rng)
         if 'tc' in r.subtasks:
             if not r.shares_views: starts['tc'] = pick()
             tc = starts['a'] if r.shares_views else starts['tc']      # shared: TC's clip is SC's first
@@ -117,7 +121,8 @@ def _aug(spec)->SpatialAug:
     "A SpatialAug from a preset name, a dict of fields, or itself."
     if isinstance(spec, SpatialAug): return spec
     if isinstance(spec, str):
-        if spec not in AUG_PRESETS: raise ValueError(f"unknown augmentation preset {spec!r}; presets are {list(AUG_PRESETS)}")
+        if spec not in AUG_PRESETS:
+            raise ValueError(f"unknown augmentation preset {spec!r}; presets are {list(AUG_PRESETS)}")
         return SpatialAug(**AUG_PRESETS[spec])
     return SpatialAug(**spec)
 
@@ -134,17 +139,23 @@ class ViewRecipe:
     whole_aug:str|dict='strong'      # augmentation of the whole baseline's views
     hard_negatives:tuple=()          # TC hard negatives, from HARD_NEGATIVES
     sc_temporal:str=''               # time transform of the SC views, so that motion cannot match them: '', 'shuffle' or 'still' (one frame held)
-    share_views:bool=False           # with both subtasks: TC's first view is SC's first view (one clip fewer to embed per video)
+    share_views:bool=False  # with both subtasks: TC's first view is SC's first view (one clip fewer to embed per video)
     size:int=112                     # output height and width of every view
     flip:bool=True                   # horizontal flips (False where direction matters)
     on_gpu:bool=False                # leave the photometric half to `augment_batch` on the device
 
     def __post_init__(self):
-        bad = [s for s in self.subtasks if s not in ('sc', 'tc', 'whole')] + [h for h in self.hard_negatives if h not in HARD_NEGATIVES]
-        if bad: raise ValueError(f"unknown subtasks or hard negatives {bad}; subtasks are sc, tc, whole and hard negatives {HARD_NEGATIVES}")
-        if 'whole' in self.subtasks and len(self.subtasks) > 1: raise ValueError("'whole' is a subtask of its own: subtasks=('whole',)")
-        if self.sc_temporal not in ('', 'shuffle', 'still'): raise ValueError(f"sc_temporal must be '', 'shuffle' or 'still', got {self.sc_temporal!r}")
-        if self.shares_views and self.sc_temporal: raise ValueError("share_views needs plain SC views (sc_temporal=''): the shared view is TC's anchor too")
+        bad = ([s for s in self.subtasks if s not in ('sc', 'tc', 'whole')]
+               + [h for h in self.hard_negatives if h not in HARD_NEGATIVES])
+        if bad:
+            raise ValueError(f"unknown subtasks or hard negatives {bad}; "
+                             f"subtasks are sc, tc, whole and hard negatives {HARD_NEGATIVES}")
+        if 'whole' in self.subtasks and len(self.subtasks) > 1:
+            raise ValueError("'whole' is a subtask of its own: subtasks=('whole',)")
+        if self.sc_temporal not in ('', 'shuffle', 'still'):
+            raise ValueError(f"sc_temporal must be '', 'shuffle' or 'still', got {self.sc_temporal!r}")
+        if self.shares_views and self.sc_temporal:
+            raise ValueError("share_views needs plain SC views (sc_temporal=''): the shared view is TC's anchor too")
 
     @property
     def shares_views(self)->bool: return self.share_views and {'sc', 'tc'} <= set(self.subtasks)
@@ -182,20 +193,24 @@ class ViewRecipe:
             out[name] = torch.stack([augment_clip(c, self.aug(name), full) for c in pair])
         if 'tc' in self.subtasks:
             tc, aug = clips['a' if self.shares_views else 'tc'], self.aug('tc')
-            out['tc'] = torch.stack([augment_clip(tc, aug, full) for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
-            made = dict(reverse=lambda: reverse_clip(tc), shuffle=lambda: shuffle_clip(tc, rng))   # the others: clips of their own
+            out['tc'] = torch.stack([augment_clip(tc, aug, full)
+                                     for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
+            made = dict(reverse=lambda: reverse_clip(tc),
+                        shuffle=lambda: shuffle_clip(tc, rng))   # the others: clips of their own
             hard = [augment_clip(made[h]() if h in made else clips[h], aug, full) for h in self.hard_roles]
             if hard: out['tc_hard'] = torch.stack(hard)
         return out
 
     def augment_batch(self, batch:dict, device='cuda')->dict:
         "With `on_gpu`: move a collated batch to `device` and apply each view kind's photometric half there, batched, one draw per clip."
-        if not self.on_gpu: return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if not self.on_gpu:
+            return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         out, chunk = dict(batch), None if torch.device(device).type == 'cuda' else CPU_CHUNK
         for key in [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in batch]:
             aug, views = self.aug(key.split('_')[0]), batch[key].to(device, non_blocking=True)   # (B,V,C,T,H,W) uint8
             flat = views.flatten(0, 1)
-            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)), chunk).unflatten(0, views.shape[:2])
+            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)),
+                                         chunk).unflatten(0, views.shape[:2])
         return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 
 # %% ../nbs/02_augment.ipynb #8d802632
@@ -222,7 +237,8 @@ def _grey(x:torch.Tensor)->torch.Tensor:
     "Luma of (...,3,H,W) values in 0..255, floored as torchvision floors a uint8 image's: (...,1,H,W)."
     return sum(w * c for w, c in zip(_LUMA, x.unbind(-3))).floor().unsqueeze(-3)
 
-def _blend(x:torch.Tensor, y:torch.Tensor, ratio:torch.Tensor)->torch.Tensor: return (x * ratio + y * (1 - ratio)).clamp(0, 255).floor()
+def _blend(x:torch.Tensor, y:torch.Tensor, ratio:torch.Tensor)->torch.Tensor:
+    return (x * ratio + y * (1 - ratio)).clamp(0, 255).floor()
 
 def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
     "Turn the hue of (...,3,H,W) values in 0..255 by `shift` (in turns; broadcast), through HSV as torchvision does."
@@ -242,9 +258,12 @@ def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int)->torch.Tensor:
     "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding, rounded."
     lim = (size - 1) / (2 * 2 ** 0.5)
     k1 = torch.softmax(-(torch.linspace(-lim, lim, size, device=x.device) / sigma[:, None]) ** 2, dim=1)    # (N,size)
-    k2 = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(x[0].numel() // x.shape[-1] // x.shape[-2], 0)  # one per (clip, frame, channel)
+    planes = x[0].numel() // x.shape[-1] // x.shape[-2]                 # frames x channels of a clip
+    k = k1.repeat_interleave(planes, 0)[:, None, None]                  # one (1,1,size) kernel per plane
     flat = torch.nn.functional.pad(x.reshape(1, -1, *x.shape[-2:]), [size // 2] * 4, mode='reflect')
-    return torch.nn.functional.conv2d(flat, k2[:, None], groups=len(k2)).reshape(x.shape).round()
+    flat = torch.nn.functional.conv2d(flat, k, groups=len(k))           # torchvision's 2-D kernel is separable:
+    flat = torch.nn.functional.conv2d(flat, k.transpose(-1, -2), groups=len(k))   # rows, then columns
+    return flat.reshape(x.shape).round()
 
 def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric half is drawn
                      n:int,                # clips
@@ -267,21 +286,25 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       chunk:int|None=None, # clips per pass (None: all at once, as on a GPU; on a CPU a few stay in cache)
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
     "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
-    if clips.dtype != torch.uint8: raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
+    if clips.dtype != torch.uint8:
+        raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
     if chunk and len(clips) > chunk:
         parts = range(0, len(clips), chunk)
-        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()}) for i in parts])
-    x = clips.transpose(1, 2).float()                                  # (N,T,C,H,W) in 0..255, as torchvision sees a video
+        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()})
+                          for i in parts])
+    x = clips.transpose(1, 2).float()   # (N,T,C,H,W) in 0..255, as torchvision sees a video
     p = {k: v.to(x.device) for k, v in params.items()}
     col = lambda v: v.view(-1, 1, 1, 1, 1)
     ops = dict(brightness=lambda x, f: (x * col(f)).clamp(0, 255).floor(),
-               contrast=lambda x, f: _blend(x, _grey(x).mean((-3, -2, -1), keepdim=True), col(f)),   # the mean grey of each frame
+               contrast=lambda x, f: _blend(x, _grey(x).mean((-3, -2, -1), keepdim=True),
+                                            col(f)),   # the mean grey of each frame
                saturation=lambda x, f: _blend(x, _grey(x), col(f)),
                hue=lambda x, f: _hue(x, f.view(-1, 1, 1, 1)))
     for position in range(4):
         for k, name in enumerate(JITTERS):
             chosen = p['jitter'] & (p['order'][:, position] == k)
-            if aug.jitter[k] and chosen.any(): x[chosen] = ops[name](x[chosen], p[name][chosen])   # a strength of 0: the op is off
+            if aug.jitter[k] and chosen.any():
+                x[chosen] = ops[name](x[chosen], p[name][chosen])   # a strength of 0: the op is off
     if aug.grayscale_p and p['grayscale'].any(): x[p['grayscale']] = _grey(x[p['grayscale']]).expand(-1, -1, 3, -1, -1)
     if aug.blur_p and p['blur'].any(): x[p['blur']] = _blur(x[p['blur']], p['sigma'][p['blur']], aug.size // 10 * 2 + 1)
     mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (aug.mean, aug.std))
@@ -295,14 +318,17 @@ def show_views(item:dict,             # an item made by a ViewRecipe
                title:str|None=None):
     "A figure with one row of frames per view of `item`."
     import matplotlib.pyplot as plt
-    rows = [(f'{k} {"ab"[i] if k in ("sc", "tc", "whole") else i}', k, v) for k in ('sc', 'whole', 'tc', 'tc_hard') if k in item for i, v in enumerate(item[k])]
+    rows = [(f'{k} {"ab"[i] if k in ("sc", "tc", "whole") else i}', k, v)
+            for k in ('sc', 'whole', 'tc', 'tc_hard') if k in item for i, v in enumerate(item[k])]
     fig, axs = plt.subplots(len(rows), frames, figsize=(1.3 * frames, 1.4 * len(rows)), squeeze=False)
     for r, (label, key, view) in enumerate(rows):
         aug = recipe.aug(key.split('_')[0])
-        x = view.float() / 255 if view.dtype == torch.uint8 else view * torch.tensor(aug.std)[:, None, None, None] + torch.tensor(aug.mean)[:, None, None, None]
+        x = (view.float() / 255 if view.dtype == torch.uint8
+             else view * torch.tensor(aug.std)[:, None, None, None] + torch.tensor(aug.mean)[:, None, None, None])
         idx = torch.linspace(0, x.shape[1] - 1, frames).round().long()
         for c, t in enumerate(idx):
-            axs[r, c].imshow(x[:, t].permute(1, 2, 0).clamp(0, 1).numpy()); axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
+            axs[r, c].imshow(x[:, t].permute(1, 2, 0).clamp(0, 1).numpy())
+            axs[r, c].set_xticks([]); axs[r, c].set_yticks([])
         name = label if key != 'tc_hard' else f'tc hard\n{recipe.hard_roles[int(label.split()[-1])]}'
         axs[r, 0].set_ylabel(name, fontsize=8)
     if title: fig.suptitle(title, fontsize=10)

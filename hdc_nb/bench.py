@@ -30,12 +30,14 @@ __all__ = ['BENCH_SOURCES', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
     "The yardstick's frames: moving colour ramps, uint8 (T,H,W,3)."
     yy, xx = np.mgrid[0:height, 0:width]
-    return np.stack([np.stack([(xx + 3*t) % 256, (yy*2 + t) % 256, ((xx + yy + 5*t) // 2) % 256], -1) for t in range(num_frames)]).astype(np.uint8)
+    return np.stack([np.stack([(xx + 3*t) % 256, (yy*2 + t) % 256, ((xx + yy + 5*t) // 2) % 256], -1)
+                     for t in range(num_frames)]).astype(np.uint8)
 
 def _bench_videos(folder:Path)->list[Path]:
     "The yardstick's videos: 10 s at 25 fps, 320x240, H.264 with GOPs of 12, 50 and 250 frames."
     frames = bench_frames()
-    return [write_video(folder/f'gop{g}.mp4', frames, 'libx264', options={'g': g, 'preset': 'veryfast'}) for g in (12, 50, 250)]
+    return [write_video(folder/f'gop{g}.mp4', frames, 'libx264', options={'g': g, 'preset': 'veryfast'})
+            for g in (12, 50, 250)]
 
 # %% ../nbs/09_bench.ipynb #059651ad
 BENCH_SOURCES = {   # name: (encoder, suffix, seconds, keyframe interval)
@@ -85,13 +87,15 @@ def _torchvision_clip(path, start:int, num_frames:int, stride:int, size:int|None
     "torchvision.io.read_video of the clip's time span (pts in seconds), then the clip's frames."
     from torchvision.io import read_video
     with av.open(str(path)) as container: fps = float(container.streams.video[0].average_rate)
-    video = read_video(str(path), start / fps, (start + (num_frames - 1) * stride + 0.5) / fps, pts_unit='sec', output_format='THWC')[0]
+    video = read_video(str(path), start / fps, (start + (num_frames - 1) * stride + 0.5) / fps, pts_unit='sec',
+                       output_format='THWC')[0]
     return resize_short_side(video[::stride][:num_frames], size, 'bilinear')
 
 def _torchcodec_clip(path, start:int, num_frames:int, stride:int, size:int|None)->torch.Tensor:
     "torchcodec's VideoDecoder in exact seek mode, frames by index."
     from torchcodec.decoders import VideoDecoder
-    x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(indices=list(range(start, start + num_frames * stride, stride))).data
+    x = VideoDecoder(str(path), seek_mode='exact').get_frames_at(
+        indices=list(range(start, start + num_frames * stride, stride))).data
     return resize_short_side(x.permute(0, 2, 3, 1), size, 'bilinear')
 
 def _decoders()->dict:
@@ -101,11 +105,13 @@ def _decoders()->dict:
                 'from start': lambda *a: _pyav_clip(*a, seek=False),
                 'whole video': _whole_video_clip}
     import torchvision, torchvision.io
-    decoders['torchvision.io'] = _torchvision_clip if hasattr(torchvision.io, 'read_video') else f'torchvision {torchvision.__version__} has no video decoding (read_video removed)'
+    decoders['torchvision.io'] = (_torchvision_clip if hasattr(torchvision.io, 'read_video') else
+                                  f'torchvision {torchvision.__version__} has no video decoding (read_video removed)')
     try:
         import torchcodec.decoders   # loads FFmpeg's shared libraries: fails where they are missing
         decoders['torchcodec'] = _torchcodec_clip
-    except Exception as e: decoders['torchcodec'] = f'torchcodec unavailable: {type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ""}'
+    except Exception as e: decoders['torchcodec'] = (f'torchcodec unavailable: {type(e).__name__}: '
+                                                     f'{str(e).splitlines()[0][:120] if str(e) else ""}')
     return decoders
 
 def decode_benchmark(clips_per_video:int=12, # random clips asked of each video
@@ -118,20 +124,24 @@ def decode_benchmark(clips_per_video:int=12, # random clips asked of each video
                     )->list[dict]:           # one row per (size, decoder): clips/s and time relative to bare PyAV
     "Clips per second of `read_clip` and the other decoders on the same requests, passes interleaved."
     paths, rng = paths or _bench_videos(Path(tempfile.mkdtemp())), random.Random(seed)
-    requests = [(p, rng.randrange(0, probe(p).num_frames - num_frames * stride), num_frames, stride) for p in paths for _ in range(clips_per_video)]
+    requests = [(p, rng.randrange(0, probe(p).num_frames - num_frames * stride), num_frames, stride)
+                for p in paths for _ in range(clips_per_video)]
     decoders = {k: v for k, v in _decoders().items() if callable(v)}
-    rows = [dict(size=size or 'full', decoder=k, clips_per_s=None, time_vs_bare=None, note=v) for size in sizes for k, v in _decoders().items() if not callable(v)]
+    rows = [dict(size=size or 'full', decoder=k, clips_per_s=None, time_vs_bare=None, note=v)
+            for size in sizes for k, v in _decoders().items() if not callable(v)]
     for size in sizes:
         for decode in decoders.values():
-            for r in requests[:3]: decode(*r, size)   # warm-up: also fills read_clip's index cache, as a second epoch would
+            for r in requests[:3]:
+                decode(*r, size)   # warm-up: also fills read_clip's index cache, as a second epoch would
         passes = {name: [] for name in decoders}
-        for _ in range(reps):                         # interleaved, so that a slow spell of the machine hits every decoder
+        for _ in range(reps):   # interleaved, so that a slow spell of the machine hits every decoder
             for name, decode in decoders.items():
                 t0 = time.perf_counter()
                 for r in requests: decode(*r, size)
                 passes[name].append(time.perf_counter() - t0)
         times = {name: statistics.median(p) for name, p in passes.items()}
-        rows += [dict(size=size or 'full', decoder=k, clips_per_s=len(requests) / v, time_vs_bare=v / times['bare PyAV']) for k, v in times.items()]
+        rows += [dict(size=size or 'full', decoder=k, clips_per_s=len(requests) / v,
+                      time_vs_bare=v / times['bare PyAV']) for k, v in times.items()]
     return rows
 
 # %% ../nbs/09_bench.ipynb #9659638c
@@ -144,7 +154,9 @@ def hdc_bench_decode(clips_per_video:int=12, # random clips asked of each of the
     torch.set_num_threads(threads)
     rows = decode_benchmark(clips_per_video=clips_per_video, reps=reps)
     print('| size | decoder | clips/s | time vs bare PyAV |\n|---|---|---|---|')
-    for r in rows: print(f"| {r['size']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |"))
+    for r in rows:
+        print(f"| {r['size']} | {r['decoder']} | " +
+              (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |"))
 
 # %% ../nbs/09_bench.ipynb #8fe96cc0
 def decode_rows(folder, sources=tuple(BENCH_SOURCES), clips:int=10, reps:int=3, size:int=112, seconds=None)->list[dict]:
@@ -152,7 +164,8 @@ def decode_rows(folder, sources=tuple(BENCH_SOURCES), clips:int=10, reps:int=3, 
     rows = []
     for source in sources:
         path = make_bench_videos(Path(folder)/'decode'/source.replace(' ', '_'), source, seconds=seconds)
-        rows += [dict(source=source) | r for r in decode_benchmark(clips_per_video=clips, sizes=(size,), reps=reps, paths=path)]
+        rows += [dict(source=source) | r
+                 for r in decode_benchmark(clips_per_video=clips, sizes=(size,), reps=reps, paths=path)]
     return rows
 
 # %% ../nbs/09_bench.ipynb #eb6fe848
@@ -170,7 +183,8 @@ class PeakMemory:
     "Samples the summed PSS of this process and its children (DataLoader workers) in a thread; `peak_mb` is the largest total."
     def __init__(self, every:float=0.25): self.every, self.peak_mb, self._stop = every, 0.0, None
     def sample(self)->float:
-        pids = [os.getpid()] + [int(c) for t in Path(f'/proc/{os.getpid()}/task').iterdir() for c in (t/'children').read_text().split()]
+        pids = [os.getpid()] + [int(c) for t in Path(f'/proc/{os.getpid()}/task').iterdir()
+                                for c in (t/'children').read_text().split()]
         total = 0.0
         for pid in pids:
             try: total += _pss_mb(pid)
@@ -204,7 +218,8 @@ def _pipeline_worker(folder:str, cache:str|None, workers:int, passes:int, size:i
 def _fresh(name:str, *args):
     "Run `hdc_nb.bench.<name>(*args)` in a fresh spawned process and return its result (by name, so notebook cells can call it too)."
     import hdc_nb.bench as module
-    with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool: return pool.submit(getattr(module, name), *args).result()
+    with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool:
+        return pool.submit(getattr(module, name), *args).result()
 
 def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:int=2, size:int=112, seconds=None,
                   deferred:bool=True, # leave the photometric half to the GPU (`on_gpu`), as a GPU run does; False: all of it in the workers
@@ -217,7 +232,8 @@ def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:i
     for cache in (None, root/'cache'):
         for n in workers:
             r = _fresh('_pipeline_worker', str(root/'videos'), cache and str(cache), n, passes, size, deferred)
-            rows.append(dict(source=source, input='npy cache' if cache else 'original', workers=n, augment='crop in workers' if deferred else 'all in workers',
+            rows.append(dict(source=source, input='npy cache' if cache else 'original', workers=n,
+                             augment='crop in workers' if deferred else 'all in workers',
                              clips_per_s=3 * r['videos'] / r['seconds'],
                              baseline_mb=r['baseline_mb'], peak_mb=r['peak_mb']))
     return rows
@@ -227,8 +243,8 @@ AMP = {'fp32': 'off', 'bf16': 'bf16', 'fp16': 'fp16'}   # the tables' precision 
 
 def bench_dataset(folder, videos:int, num_frames:int, size:int)->Path:
     "Enough rendered videos (all in the train split) for one step of `videos` videos of `num_frames`-frame clips at `size`."
-    return make_synthetic(folder, appearances=2, motions=2, videos_per_pair=math.ceil(videos / 4), num_frames=4 * num_frames,
-                          size=decode_short_side(size), backgrounds=6, test_fraction=0)
+    return make_synthetic(folder, appearances=2, motions=2, videos_per_pair=math.ceil(videos / 4),
+                          num_frames=4 * num_frames, size=decode_short_side(size), backgrounds=6, test_fraction=0)
 
 def _bench_config(data_root, backbone:str, videos:int, num_frames:int, size:int, device:str, **changes)->TrainConfig:
     "What the benchmarks train: the HDC recipe with reverse negatives (5 clips per video), invariance weights, SGD."
@@ -241,8 +257,8 @@ def _train_worker(data_root:str, backbone:str, videos:int, num_frames:int, size:
                   precision:str='fp32', compiled:bool=False, channels_last:bool=False)->dict:
     "Median seconds of the trainer's own step on one batch in memory, the first step's, peak memory (in a fresh process)."
     baseline = _status_mb('VmRSS')
-    trainer = Trainer(_bench_config(data_root, backbone, videos, num_frames, size, device, amp=AMP[precision], compile=compiled,
-                                    channels_last=channels_last, steps=steps + 1, workers=0))
+    trainer = Trainer(_bench_config(data_root, backbone, videos, num_frames, size, device, amp=AMP[precision],
+                                    compile=compiled, channels_last=channels_last, steps=steps + 1, workers=0))
     batch = {k: v.to(trainer.device) for k, v in next(iter(trainer.loader(0, 1))).items()}   # made and moved once
     cuda = trainer.device.type == 'cuda'
     if cuda: torch.cuda.reset_peak_memory_stats()
@@ -253,23 +269,24 @@ def _train_worker(data_root:str, backbone:str, videos:int, num_frames:int, size:
         if cuda: torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _status_mb('VmHWM')
-    return dict(seconds=statistics.median(times[1:]), first_s=times[0], peak_mb=peak, baseline_mb=0.0 if cuda else baseline,
-                clips_per_video=trainer.recipe.views_per_video)
+    return dict(seconds=statistics.median(times[1:]), first_s=times[0], peak_mb=peak,
+                baseline_mb=0.0 if cuda else baseline, clips_per_video=trainer.recipe.views_per_video)
 
 def train_rows(setups=(('tiny3d', 8), ('r3d_18', 2)), # (backbone, videos per step)
                num_frames:int=16, size:int=112, steps:int=3, device:str='cpu',
                variants=(('fp32', False, False),),  # (precision, compiled, channels_last) for every setup
-               data_root=None,                      # videos to decode the batch from (default: a temporary `bench_dataset`)
+               data_root=None,  # videos to decode the batch from (default: a temporary `bench_dataset`)
               )->list[dict]:
     "One row per backbone and variant: clips/s of the trainer's HDC step, the first step's time and peak memory."
     data_root = data_root or bench_dataset(tempfile.mkdtemp(), max(v for _, v in setups), num_frames, size)
     rows = []
     for backbone, videos in setups:
         for precision, compiled, channels_last in variants:
-            r = _fresh('_train_worker', str(data_root), backbone, videos, num_frames, size, steps, device, precision, compiled,
-                       channels_last)
-            rows.append(dict(backbone=backbone, device=device, precision=precision, compiled=compiled, channels_last=channels_last, videos_per_step=videos,
-                             clip=f'{num_frames}x{size}x{size}', clips_per_s=r['clips_per_video'] * videos / r['seconds'], step_s=r['seconds'],
+            r = _fresh('_train_worker', str(data_root), backbone, videos, num_frames, size, steps, device, precision,
+                       compiled, channels_last)
+            rows.append(dict(backbone=backbone, device=device, precision=precision, compiled=compiled,
+                             channels_last=channels_last, videos_per_step=videos, clip=f'{num_frames}x{size}x{size}',
+                             clips_per_s=r['clips_per_video'] * videos / r['seconds'], step_s=r['seconds'],
                              first_step_s=r['first_s'], peak_mb=r['peak_mb'], baseline_mb=r['baseline_mb']))
     return rows
 
@@ -282,7 +299,8 @@ def precision_agreement(steps:int=50,           # optimiser steps of each run
     runs = {}
     for precision in ('off', amp):
         start = time.perf_counter()
-        cfg = make_config(config, **dict(progress=False, tensorboard=False, ckpt_every=10**9, log_every=1, workers=0) | changes,
+        cfg = make_config(config,
+                          **dict(progress=False, tensorboard=False, ckpt_every=10**9, log_every=1, workers=0) | changes,
                           steps=steps, amp=precision, out_dir=tempfile.mkdtemp())
         runs[precision] = Trainer(cfg).fit()
         runs[f'{precision}_wall_s'] = time.perf_counter() - start
@@ -299,12 +317,16 @@ def photometric_rows(videos:int=64,       # videos in the batch
                     )->list[dict]:
     "Seconds for the photometric half of one batch: torchvision's pipeline clip by clip (the old `augment_batch`), and batched."
     aug = SpatialAug(size=size, **AUG_PRESETS[preset])
-    clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device), aug.photometric()
-    paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor) for c in clips]),
-             'ours clip by clip (as a CPU worker would)': lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
+    clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8,
+                                       device=device), aug.photometric()
+    paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1)))
+                                                            .as_subclass(torch.Tensor) for c in clips]),
+             'ours clip by clip (as a CPU worker would)':
+                 lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
              'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
     for chunk in chunks:   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
-        paths[f'batched, {chunk} clips a pass'] = lambda chunk=chunk: apply_photometric(clips, aug, draw_photometric(aug, len(clips)), chunk)
+        paths[f'batched, {chunk} clips a pass'] = lambda chunk=chunk: apply_photometric(
+            clips, aug, draw_photometric(aug, len(clips)), chunk)
     rows = []
     for name, run in paths.items():
         times = []
@@ -313,7 +335,8 @@ def photometric_rows(videos:int=64,       # videos in the batch
             start = time.perf_counter(); run()
             if device.startswith('cuda'): torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-        rows.append(dict(path=name, clips=len(clips), clip=f'{num_frames}x{size}x{size}', device=device, preset=preset, seconds=min(times)))
+        rows.append(dict(path=name, clips=len(clips), clip=f'{num_frames}x{size}x{size}', device=device, preset=preset,
+                         seconds=min(times)))
     for r in rows: r['speedup'] = rows[0]['seconds'] / r['seconds']
     return rows
 
@@ -328,21 +351,27 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     decode = decode_rows(work, clips=2 if quick else 10, reps=1 if quick else 3, size=112, **q); bar.update()
     pipe_sources = ('UCF101-like MPEG-4 7 s', 'Kinetics-like H.264 10 s')
     pipeline = [r for s, deferred in ((pipe_sources[0], True), (pipe_sources[1], True), (pipe_sources[0], False))
-                for r in pipeline_rows(work, s, videos=4 if quick else 24, workers=(0, 2) if quick else (0, 1, 2), passes=1 if quick else 2, deferred=deferred, **q)]; bar.update()
+                for r in pipeline_rows(work, s, videos=4 if quick else 24, workers=(0, 2) if quick else (0, 1, 2),
+                                       passes=1 if quick else 2, deferred=deferred, **q)]; bar.update()
     setups = (('tiny3d', 2),) if quick else (('tiny3d', 8), ('r3d_18', 2))
     train = train_rows(setups, num_frames=4 if quick else 16, size=32 if quick else 112, steps=1 if quick else 3)
-    native = cpu_bf16_native()            # the demo's step (tiny3d, 32 videos of 8x32x32) in bf16 and compiled, beside fp32
-    variants = [('fp32', False, False), ('bf16', False, False)] + ([] if quick else [('fp32', True, False)] + [('bf16', True, False)] * native)
-    train += train_rows((('tiny3d', 4 if quick else 32),), num_frames=8, size=32, steps=1 if quick else 3, variants=variants); bar.update()
+    native = cpu_bf16_native()   # the demo's step (tiny3d, 32 videos of 8x32x32) in bf16 and compiled, beside fp32
+    variants = [('fp32', False, False), ('bf16', False, False)] + ([] if quick else [('fp32', True, False)]
+                                                                   + [('bf16', True, False)] * native)
+    train += train_rows((('tiny3d', 4 if quick else 32),), num_frames=8, size=32, steps=1 if quick else 3,
+                        variants=variants); bar.update()
     if device == 'cuda' or (device is None and torch.cuda.is_available()):
-        train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda', variants=(('bf16', False, False),))
+        train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
+                            variants=(('bf16', False, False),))
     bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
-    uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s'] for r in pipeline if r['input'] == 'original'}
+    uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
+                for r in pipeline if r['input'] == 'original'}
     for r in pipeline:
         r['vs_decode_limit'] = r['clips_per_s'] / limit[r['source']]
         r['vs_uncached'] = r['clips_per_s'] / uncached[(r['source'], r['augment'], r['workers'])]
-    machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__, cpu_bf16_native=cpu_bf16_native(),
+    machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
+                   cpu_bf16_native=cpu_bf16_native(),
                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
     results = dict(machine=machine, quick=quick, decode=decode, pipeline=pipeline, train=train)
     write_result(out/'bench.json', results); write_result(out/'bench.md', bench_table(results))
@@ -351,30 +380,44 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
 # %% ../nbs/09_bench.ipynb #1eebc348
 def train_table(rows:list[dict])->str:
     "Markdown: one row per timed training step (`train_rows`)."
-    lines = ['| backbone | clip | device | precision | compiled | channels-last | videos/step | clips/s | step s | first step s | peak MB (process at start) |', '|---|---|---|---|---|---|---|---|---|---|---|']
-    lines += [f"| {r['backbone']} | {r.get('clip', '16x112x112')} | {r['device']} | {r['precision']} | {'yes' if r.get('compiled') else 'no'} | {'yes' if r.get('channels_last') else 'no'} | "
-              f"{r['videos_per_step']} | {r['clips_per_s']:.1f} | {r['step_s']:.2f} | " + (f"{r['first_step_s']:.1f}" if 'first_step_s' in r else '–') +
+    lines = ['| backbone | clip | device | precision | compiled | channels-last | videos/step | clips/s | step s '
+             '| first step s | peak MB (process at start) |', '|---|---|---|---|---|---|---|---|---|---|---|']
+    lines += [f"| {r['backbone']} | {r.get('clip', '16x112x112')} | {r['device']} | {r['precision']} | "
+              f"{'yes' if r.get('compiled') else 'no'} | {'yes' if r.get('channels_last') else 'no'} | "
+              f"{r['videos_per_step']} | {r['clips_per_s']:.1f} | {r['step_s']:.2f} | " +
+              (f"{r['first_step_s']:.1f}" if 'first_step_s' in r else '–') +
               f" | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |" for r in rows]
     return '\n'.join(lines)
 
 def bench_table(results:dict)->str:
     "The benchmark as markdown: machine, decoding, pipeline and training tables."
     m = results['machine']
-    lines = [f"Machine: {m['cpu']}, {m['cores']} CPU cores, torch {m['torch']}" + (f", {m['gpu']}" if m['gpu'] else ', no GPU') +
-             {True: '; bf16 native on the CPU', False: '; bf16 only emulated on the CPU (no AVX512-BF16 or AMX)'}.get(m.get('cpu_bf16_native'), '') + '.', '',
-             '### Decoding (16x2 clips at 112 px short side)', '', '| source | decoder | clips/s | time vs bare PyAV |', '|---|---|---|---|']
-    lines += [f"| {r['source']} | {r['decoder']} | " + (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |") for r in results['decode']]
-    lines += ['', '### Input pipeline (hdc recipe, decoded clips/s)', '', '| source | augmentation | input | workers | clips/s | vs decode limit | vs uncached | peak MB, main + workers (main at start) |', '|---|---|---|---|---|---|---|---|']
-    lines += [f"| {r['source']} | {r['augment']} | {r['input']} | {r['workers']} | {r['clips_per_s']:.1f} | {r['vs_decode_limit']:.2f}x | {r['vs_uncached']:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |" for r in results['pipeline']]
+    lines = [f"Machine: {m['cpu']}, {m['cores']} CPU cores, torch {m['torch']}" +
+             (f", {m['gpu']}" if m['gpu'] else ', no GPU') +
+             {True: '; bf16 native on the CPU', False: '; bf16 only emulated on the CPU (no AVX512-BF16 or AMX)'}
+             .get(m.get('cpu_bf16_native'), '') + '.', '',
+             '### Decoding (16x2 clips at 112 px short side)', '',
+             '| source | decoder | clips/s | time vs bare PyAV |', '|---|---|---|---|']
+    lines += [f"| {r['source']} | {r['decoder']} | " +
+              (f"{r['clips_per_s']:.1f} | {r['time_vs_bare']:.2f}x |" if r['clips_per_s'] else f"– | {r['note']} |")
+              for r in results['decode']]
+    lines += ['', '### Input pipeline (hdc recipe, decoded clips/s)', '',
+              '| source | augmentation | input | workers | clips/s | vs decode limit | vs uncached '
+              '| peak MB, main + workers (main at start) |', '|---|---|---|---|---|---|---|---|']
+    lines += [f"| {r['source']} | {r['augment']} | {r['input']} | {r['workers']} | {r['clips_per_s']:.1f} | "
+              f"{r['vs_decode_limit']:.2f}x | {r['vs_uncached']:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |"
+              for r in results['pipeline']]
     lines += ['', '### Training step (HDC: 5 clips per video)', '', train_table(results['train'])]
-    lines += ['', '### Does loading keep up? (videos/s: a training step embeds 5 clips per video, the pipeline decodes 3)', '']
+    lines += ['', '### Does loading keep up? (videos/s: a training step embeds 5 clips per video, '
+                  'the pipeline decodes 3)', '']
     top = max(r['workers'] for r in results['pipeline'])
     offers = [r for r in results['pipeline'] if r['augment'] == 'crop in workers' and r['workers'] == top]
     for t in results['train']:
         need = t['clips_per_s'] / 5
         gives = ', '.join(f"{r['clips_per_s'] / 3:.1f} ({r['source']}, {r['input']})" for r in offers)
         enough = all(r['clips_per_s'] / 3 >= need for r in offers)
-        lines.append(f"- {t['backbone']} on {t['device']} ({t['precision']}) trains {need:.1f} videos/s; with {top} workers the pipeline gives {gives}: "
+        lines.append(f"- {t['backbone']} on {t['device']} ({t['precision']}) trains {need:.1f} videos/s; "
+                     f"with {top} workers the pipeline gives {gives}: "
                      f"{'enough' if enough else 'not enough everywhere'}.")
     return '\n'.join(lines) + '\n'
 
@@ -384,18 +427,24 @@ def plot_bench(results:dict, path=None):
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, 2, figsize=(14, 4))
     decode = [r for r in results['decode'] if r['clips_per_s']]
-    sources, decoders = list(dict.fromkeys(r['source'] for r in decode)), list(dict.fromkeys(r['decoder'] for r in decode))
+    sources, decoders = (list(dict.fromkeys(r['source'] for r in decode)),
+                         list(dict.fromkeys(r['decoder'] for r in decode)))
     width = 0.8 / len(decoders)
     for j, d in enumerate(decoders):
-        axs[0].bar(np.arange(len(sources)) + j * width, [next((r['clips_per_s'] for r in decode if r['source'] == s and r['decoder'] == d), 0) for s in sources], width, label=d)
-    axs[0].set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, fontsize=8); axs[0].set_ylabel('clips/s'); axs[0].legend(fontsize=8)
+        axs[0].bar(np.arange(len(sources)) + j * width,
+                   [next((r['clips_per_s'] for r in decode if r['source'] == s and r['decoder'] == d), 0)
+                    for s in sources], width, label=d)
+    axs[0].set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, fontsize=8)
+    axs[0].set_ylabel('clips/s'); axs[0].legend(fontsize=8)
     axs[0].set_title('decoding one clip at a time (one process)', fontsize=10)
     pipe = results['pipeline']
     labels = [f"{r['source'].split()[1]}, {r['augment'].split()[0]}\n{r['input']}, {r['workers']}w" for r in pipe]
-    axs[1].bar(range(len(pipe)), [r['vs_decode_limit'] for r in pipe], color=['C0' if r['input'] == 'original' else 'C2' for r in pipe])
+    axs[1].bar(range(len(pipe)), [r['vs_decode_limit'] for r in pipe],
+               color=['C0' if r['input'] == 'original' else 'C2' for r in pipe])
     axs[1].axhline(1.0, color='k', ls=':'); axs[1].axhline(0.9, color='r', ls=':')
     axs[1].set_xticks(range(len(pipe)), labels, fontsize=6, rotation=60); axs[1].set_yscale('log')
-    axs[1].set_title('input pipeline, decoded clips/s as a multiple of the bare decode (dotted: 1x and the 0.9x goal)', fontsize=9)
+    axs[1].set_title('input pipeline, decoded clips/s as a multiple of the bare decode (dotted: 1x and the 0.9x goal)',
+                     fontsize=9)
     plt.tight_layout()
     if path: fig.savefig(path, dpi=100); plt.close(fig)
     return fig
@@ -410,7 +459,8 @@ def hdc_bench(out_dir:str='hdc_runs/bench',  # bench.json, bench.md and bench.pn
     start = time.perf_counter()
     results = run_bench(out_dir, quick, device)
     plot_bench(results, Path(out_dir)/'bench.png')
-    print(bench_table(results) + f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/bench.json, bench.md, bench.png")
+    print(bench_table(results) +
+          f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/bench.json, bench.md, bench.png")
 
 # %% ../nbs/09_bench.ipynb #b88a94c3
 def _ddp_worker(device:str, backbone:str, videos:int, num_frames:int, size:int, port:int)->dict:
@@ -430,15 +480,19 @@ def _ddp_worker(device:str, backbone:str, videos:int, num_frames:int, size:int, 
         loss, _ = loss_fn(q, k, hard)
         loss.backward()
         finite = all(bool(torch.isfinite(p.grad).all()) for p in model.parameters() if p.grad is not None)
-        return dict(backend=dist.get_backend(), sync_bn_layers=sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()), loss=loss.item(), finite_grads=finite)
+        return dict(backend=dist.get_backend(),
+                    sync_bn_layers=sum(isinstance(m, nn.SyncBatchNorm) for m in model.modules()),
+                    loss=loss.item(), finite_grads=finite)
     finally: dist.destroy_process_group()
 
-def _wait_worker(data_root:str, device:str, backbone:str, batch:int, num_frames:int, size:int, steps:int, workers:int)->dict:
+def _wait_worker(data_root:str, device:str, backbone:str, batch:int, num_frames:int, size:int, steps:int,
+                 workers:int)->dict:
     "Pretrain `steps` steps on encoded videos, photometric half on the device: clips/s and the share of time waiting for data."
-    trainer = Trainer(_bench_config(data_root, backbone, batch, num_frames, size, device, steps=steps, log_every=max(1, steps // 2),
-                                    aug_on_gpu=True, amp='auto', workers=workers))
+    trainer = Trainer(_bench_config(data_root, backbone, batch, num_frames, size, device, steps=steps,
+                                    log_every=max(1, steps // 2), aug_on_gpu=True, amp='auto', workers=workers))
     last = trainer.fit()[-1]
-    return dict(clips_per_s=last['clips_per_s'], data_wait=last['data_wait'], precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[trainer.amp_dtype])
+    return dict(clips_per_s=last['clips_per_s'], data_wait=last['data_wait'],
+                precision={None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[trainer.amp_dtype])
 
 # %% ../nbs/09_bench.ipynb #30745a44
 def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go here
@@ -446,28 +500,38 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
               quick:bool=False,             # tiny3d, tiny clips, one batch size: checks that it runs
              )->dict:
     "Training throughput by precision, compile and memory format; the input pipeline's data wait; a 1-process DDP group."
-    if device == 'cuda' and not torch.cuda.is_available(): raise RuntimeError("gpu_check: no CUDA device is visible to torch")
+    if device == 'cuda' and not torch.cuda.is_available():
+        raise RuntimeError("gpu_check: no CUDA device is visible to torch")
     out, work = Path(out_dir), Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     backbone, frames, size, steps, batches = ('tiny3d', 4, 32, 1, (2,)) if quick else ('r3d_18', 16, 112, 5, (32, 64))
-    variants = [('bf16', False, False), ('fp16', False, False), ('bf16', True, False), ('bf16', False, True)] if device == 'cuda' else [('fp32', False, False), ('bf16', False, False)]
+    variants = ([('bf16', False, False), ('fp16', False, False), ('bf16', True, False), ('bf16', False, True)]
+                if device == 'cuda' else [('fp32', False, False), ('bf16', False, False)])
     data = bench_dataset(work/'syn', max(batches + (32,)), frames, size)
     train = train_rows(tuple((backbone, b) for b in batches), frames, size, steps, device, variants, data)
-    wait = _fresh('_wait_worker', str(data), device, backbone, 8 if quick else 32, frames, size, 2 if quick else 20, 0 if quick else min(8, os.cpu_count() or 1))
+    wait = _fresh('_wait_worker', str(data), device, backbone, 8 if quick else 32, frames, size, 2 if quick else 20,
+                  0 if quick else min(8, os.cpu_count() or 1))
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
-    if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']): raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
-    machine = dict(device=torch.cuda.get_device_name() if device == 'cuda' else platform.processor() or platform.machine(), torch=torch.__version__, cores=os.cpu_count())
-    results = dict(machine=machine, quick=quick, train=train, pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp)
+    if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']):
+        raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
+    machine = dict(device=(torch.cuda.get_device_name() if device == 'cuda'
+                           else platform.processor() or platform.machine()),
+                   torch=torch.__version__, cores=os.cpu_count())
+    results = dict(machine=machine, quick=quick, train=train,
+                   pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp)
     write_result(out/'gpu_check.json', results); write_result(out/'gpu_check.md', gpu_table(results))
     return results
 
 def gpu_table(results:dict)->str:
     "The GPU check as markdown."
     m, p, d = results['machine'], results['pipeline'], results['ddp']
-    return '\n'.join([f"Device: {m['device']}, {m['cores']} CPU cores, torch {m['torch']}.", '', train_table(results['train']), '',
-                      f"Input pipeline ({p['backbone']}, {p['batch']} videos per step, photometric half on the device, {p['precision']}): "
+    return '\n'.join([f"Device: {m['device']}, {m['cores']} CPU cores, torch {m['torch']}.", '',
+                      train_table(results['train']), '',
+                      f"Input pipeline ({p['backbone']}, {p['batch']} videos per step, "
+                      f"photometric half on the device, {p['precision']}): "
                       f"{p['clips_per_s']:.1f} clips/s, {p['data_wait']:.0%} of the time waiting for data.",
-                      f"DDP, one process ({d['backend']}): {d['sync_bn_layers']} SyncBatchNorm layers, loss {d['loss']:.3f}, gradients finite: {d['finite_grads']}."]) + '\n'
+                      f"DDP, one process ({d['backend']}): {d['sync_bn_layers']} SyncBatchNorm layers, "
+                      f"loss {d['loss']:.3f}, gradients finite: {d['finite_grads']}."]) + '\n'
 
 @call_parse
 def hdc_gpu_check(out_dir:str='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go here
@@ -475,4 +539,5 @@ def hdc_gpu_check(out_dir:str='hdc_runs/gpu_check', # gpu_check.json and gpu_che
     "The prepared GPU check (needs a CUDA device): training throughput table, data wait, one-process NCCL + SyncBatchNorm."
     start = time.perf_counter()
     results = gpu_check(out_dir, 'cuda', quick)
-    print(gpu_table(results) + f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/gpu_check.json, gpu_check.md")
+    print(gpu_table(results) +
+          f"\n{time.perf_counter() - start:.0f} s; written to {out_dir}/gpu_check.json, gpu_check.md")

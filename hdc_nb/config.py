@@ -42,7 +42,7 @@ class ModelConfig:
     proj_dim:int=128                 # embedding size of the heads
     weights:str=None                 # local weights file for the backbone
     sync_bn:bool=True                # SyncBatchNorm under DDP on GPUs
-    bn_batch:int=None                # compute batch-norm statistics over groups of this many clips (as per GPU under DDP)
+    bn_batch:int=None              # compute batch-norm statistics over groups of this many clips (as per GPU under DDP)
 
 @dataclass
 class LossConfig:
@@ -105,7 +105,8 @@ class TrainConfig:
         "The config as flat keys: each a flag of `hdc_pretrain` and a key of a flat config file."
         return {k: v for name in SECTIONS for k, v in _flat_section(name, asdict(getattr(self, name))).items()}
 
-SECTIONS = dict(data=DataConfig, views=ViewRecipe, model=ModelConfig, loss=LossConfig, optim=OptimConfig, system=SystemConfig)
+SECTIONS = dict(data=DataConfig, views=ViewRecipe, model=ModelConfig, loss=LossConfig, optim=OptimConfig,
+                system=SystemConfig)
 
 # %% ../nbs/04a_config.ipynb #c27951a6
 _VIEW_FLAGS = dict(   # the flat keys of the views whose spelling or range is not the ViewRecipe field's: type, help
@@ -123,7 +124,8 @@ _RESPELT = ('subtasks', 'size', 'sc_gap', 'hard_negatives', 'on_gpu')   # the Vi
 def _recipe_name(subtasks)->str:
     "The name in RECIPES of the recipe with these subtasks."
     names = [n for n, r in RECIPES.items() if r.subtasks == tuple(subtasks)]
-    if not names: raise ValueError(f"config views.subtasks={list(subtasks)} is no recipe's: {({n: r.subtasks for n, r in RECIPES.items()})}")
+    if not names: raise ValueError(f"config views.subtasks={list(subtasks)} is no recipe's: "
+                                   f"{({n: r.subtasks for n, r in RECIPES.items()})}")
     return names[0]
 
 def _flat_section(name:str, values:dict)->dict:
@@ -142,7 +144,8 @@ def _flat_section(name:str, values:dict)->dict:
 def _views_from_flat(flat:dict)->ViewRecipe:
     "The ViewRecipe of a complete, checked flat config."
     same = {f.name: flat[f.name] for f in fields(ViewRecipe) if f.name not in _RESPELT}
-    return ViewRecipe(**same, subtasks=RECIPES[flat['recipe']].subtasks, size=flat['crop_size'], sc_gap=(flat['sc_gap_min'], flat['sc_gap_max']),
+    return ViewRecipe(**same, subtasks=RECIPES[flat['recipe']].subtasks, size=flat['crop_size'],
+                      sc_gap=(flat['sc_gap_min'], flat['sc_gap_max']),
                       hard_negatives=tuple(comma_list(flat['hard_negatives'])), on_gpu=flat['aug_on_gpu'])
 
 _FIELD_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
@@ -154,16 +157,18 @@ def flat_keys()->dict:
         try: helps = docments(cls)    # each field's comment, from the class's source
         except OSError: helps = {}    # a class defined in a notebook cell has no findable source: no help texts
         kinds = {f.name: _FIELD_TYPES[str(f.type).split('|')[0].strip()] for f in fields(cls) if f.name not in _RESPELT}
-        out |= {key: _VIEW_FLAGS.get(key) or (kinds[key], helps.get(key) or '') for key in _flat_section(name, asdict(cls()))}
+        out |= {key: _VIEW_FLAGS.get(key) or (kinds[key], helps.get(key) or '')
+                for key in _flat_section(name, asdict(cls()))}
     return out
 
 # %% ../nbs/04a_config.ipynb #c9738e98
-CHOICES = dict(dataset=DATASET_KINDS, recipe=tuple(RECIPES), sc_temporal=('', 'shuffle', 'still'), short=('repeat', 'loop'),
-               sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS), whole_aug=tuple(AUG_PRESETS), backbone=tuple(BACKBONES),
-               weight_mode=WEIGHT_MODES, optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'),
+CHOICES = dict(dataset=DATASET_KINDS, recipe=tuple(RECIPES), sc_temporal=('', 'shuffle', 'still'),
+               short=('repeat', 'loop'), sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS),
+               whole_aug=tuple(AUG_PRESETS), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
+               optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'),
                on_nonfinite=('stop', 'skip'), on_missing=('error', 'skip'))
-POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature', 'log_every',
-            'ckpt_every', 'keep_last', 'queue_size')
+POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature',
+            'log_every', 'ckpt_every', 'keep_last', 'queue_size')
 NONNEGATIVE = ('weight_decay', 'warmup_steps', 'sc_gap_min', 'workers', 'seed', 'split')
 POSITIVE_OR_UNSET = ('clip_grad', 'decode_size', 'sc_gap_max', 'bn_batch')       # None: the default behaviour
 
@@ -193,21 +198,24 @@ def _check(v:dict, check_paths:bool):
     for name in NONNEGATIVE:
         if not v[name] >= 0: raise ValueError(f"config {name}={v[name]!r} must be 0 or more")
     for name in POSITIVE_OR_UNSET:
-        if v[name] is not None and not v[name] > 0: raise ValueError(f"config {name}={v[name]!r} must be positive, or unset (None)")
+        if v[name] is not None and not v[name] > 0:
+            raise ValueError(f"config {name}={v[name]!r} must be positive, or unset (None)")
     if v['decode_size'] is not None and v['decode_size'] < v['crop_size']:
-        raise ValueError(f"config decode_size={v['decode_size']} is smaller than crop_size={v['crop_size']}: the crops would not fit in the frames")
+        raise ValueError(f"config decode_size={v['decode_size']} is smaller than crop_size={v['crop_size']}: "
+                         f"the crops would not fit in the frames")
     if v['sc_gap_max'] is not None and v['sc_gap_max'] < v['sc_gap_min']:
         raise ValueError(f"config sc_gap_max={v['sc_gap_max']} is below sc_gap_min={v['sc_gap_min']}")
     if not 0 <= v['sgd_momentum'] < 1: raise ValueError(f"config sgd_momentum={v['sgd_momentum']} must be in [0, 1)")
     bad = [h for h in comma_list(v['hard_negatives']) if h not in HARD_NEGATIVES]
     if bad: raise ValueError(f"config hard_negatives: {bad} are not among {list(HARD_NEGATIVES)}")
-    if v['share_views'] and v['sc_temporal']: raise ValueError(f"config share_views=True needs plain SC views, not sc_temporal={v['sc_temporal']!r}")
+    if v['share_views'] and v['sc_temporal']:
+        raise ValueError(f"config share_views=True needs plain SC views, not sc_temporal={v['sc_temporal']!r}")
     if not 0 <= v['momentum'] < 1: raise ValueError(f"config momentum={v['momentum']} must be in [0, 1)")
     named_numbers(v['loss_weights'], 'loss_weights')
     scales, subtasks = named_numbers(v['grad_scales'], 'grad_scales'), RECIPES[v['recipe']].subtasks
     bad = {k: s for k, s in scales.items() if k not in subtasks or not 0 <= s < math.inf}
-    if bad: raise ValueError(f"config grad_scales={v['grad_scales']!r}: {bad} — each must name a subtask of recipe {v['recipe']} "
-                             f"{list(subtasks)} with a finite share, 0 or more")
+    if bad: raise ValueError(f"config grad_scales={v['grad_scales']!r}: {bad} — each must name a subtask of recipe "
+                             f"{v['recipe']} {list(subtasks)} with a finite share, 0 or more")
     if all(scales.get(s, 1.0) == 0 for s in subtasks):
         raise ValueError(f"config grad_scales={v['grad_scales']!r}: no subtask's gradient would reach the backbone")
     if check_paths and not Path(v['data_root']).exists() and v['dataset'] != 'synthetic':
@@ -233,7 +241,8 @@ def _coerce(name:str, value, kind):
     if isinstance(value, bool): raise ValueError(f"config {name}={value!r} is a boolean, not a number")
     if kind is int and isinstance(value, int): return value
     try: number = float(value)
-    except (TypeError, ValueError): raise ValueError(f"config {name}={value!r} is not a valid {kind.__name__}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"config {name}={value!r} is not a valid {kind.__name__}") from None
     if not math.isfinite(number): raise ValueError(f"config {name}={value!r} is not a finite number")
     if kind is float: return number
     if not number.is_integer(): raise ValueError(f"config {name}={value!r} is not a whole number")
@@ -256,10 +265,14 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
     elif Path(base).exists():
         import yaml
         path, suffix = Path(base), Path(base).suffix.lower()
-        if suffix not in ('.yaml', '.yml', '.json'): raise ValueError(f"{base}: a config file is .yaml, .yml or .json, not {suffix or 'a file without a suffix'}")
+        if suffix not in ('.yaml', '.yml', '.json'):
+            raise ValueError(f"{base}: a config file is .yaml, .yml or .json, "
+                             f"not {suffix or 'a file without a suffix'}")
         try: values = yaml.safe_load(path.read_text()) or {} if suffix != '.json' else json.loads(path.read_text())
-        except (yaml.YAMLError, json.JSONDecodeError) as e: raise ValueError(f"{base}: not valid {'JSON' if suffix == '.json' else 'YAML'}: {e}") from None
-        if not isinstance(values, dict): raise ValueError(f"{base}: expected a mapping of config keys, got {type(values).__name__}")
+        except (yaml.YAMLError, json.JSONDecodeError) as e:
+            raise ValueError(f"{base}: not valid {'JSON' if suffix == '.json' else 'YAML'}: {e}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{base}: expected a mapping of config keys, got {type(values).__name__}")
         values = _flatten(values)
     else: raise ValueError(f"{base!r} is neither a named config ({list(CONFIGS)}) nor an existing YAML/JSON file")
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -267,25 +280,32 @@ def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS),
     unknown = sorted(set(values) - set(keys))
     if unknown: raise ValueError(f"unknown config keys {unknown}; the keys are {sorted(keys)}")
     flat = TrainConfig().flat() | dict(whole_aug=None) | {k: _coerce(k, v, keys[k][0]) for k, v in values.items()}
-    if flat['whole_aug'] is None: flat['whole_aug'] = flat['tc_aug']    # as every config before whole_aug had its own key
+    if flat['whole_aug'] is None: flat['whole_aug'] = flat['tc_aug']  # as every config before whole_aug had its own key
     _check(flat, check_paths)
-    sections = {name: cls(**{f.name: flat[f.name] for f in fields(cls)}) for name, cls in SECTIONS.items() if name != 'views'}
+    sections = {name: cls(**{f.name: flat[f.name] for f in fields(cls)})
+                for name, cls in SECTIONS.items() if name != 'views'}
     return TrainConfig(**sections, views=_views_from_flat(flat))
 
 # %% ../nbs/04a_config.ipynb #52e35bac
-SYNTHETIC_BASE = dict(dataset='synthetic', data_root=f'hdc_data/synthetic_{BENCHMARK}', backbone='tiny3d', num_frames=8, stride=2, crop_size=32,
-                      decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild', hard_negatives='reverse', weight_mode='fixed',
-                      batch_size=32, optimizer='adamw', lr=2e-3, weight_decay=0.05, warmup_steps=20, temperature=0.2,
+SYNTHETIC_BASE = dict(dataset='synthetic', data_root=f'hdc_data/synthetic_{BENCHMARK}', backbone='tiny3d', num_frames=8,
+                      stride=2, crop_size=32, decode_size=36, sc_gap_min=8, flip=False, sc_aug='mild', tc_aug='mild',
+                      hard_negatives='reverse', weight_mode='fixed', batch_size=32, optimizer='adamw', lr=2e-3,
+                      weight_decay=0.05, warmup_steps=20, temperature=0.2,
                       amp='off')  # the decoupling experiment's base (08); fp32 on every machine, so that its figures are the same everywhere
-BEST_RECIPE = dict(recipe='sc_only', sc_aug='shape')   # what the experiment's best arm on v3 changes in that base: the demo's recipe
+BEST_RECIPE = dict(recipe='sc_only',
+                   sc_aug='shape')   # what the experiment's best arm on v3 changes in that base: the demo's recipe
 _CPU_RUN = dict(workers=0, log_every=10)    # 40 000 clips each: 2 per video for SC only, 4 for HDC with shared views
-_HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, steps=312, ckpt_every=104, out_dir='hdc_runs/hdc_cpu') | _CPU_RUN  # best HDC arm on v2
+_HDC_CPU = SYNTHETIC_BASE | dict(weight_mode='invariance', share_views=True, steps=312, ckpt_every=104,
+                                 out_dir='hdc_runs/hdc_cpu') | _CPU_RUN  # best HDC arm on v2
 _DEMO = SYNTHETIC_BASE | BEST_RECIPE | dict(steps=625, ckpt_every=125, out_dir='hdc_runs/demo') | _CPU_RUN
 _PAPER = dict(num_frames=16, stride=2, crop_size=112, decode_size=128, batch_size=64, optimizer='sgd', lr=0.1,
-              weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8, ckpt_every=2000)
-_EXPERIMENT = SYNTHETIC_BASE | dict(workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False, progress=False, device='cpu',
+              weight_decay=1e-4, warmup_steps=1000, temperature=0.1, weight_mode='invariance', workers=8,
+              ckpt_every=2000)
+_EXPERIMENT = SYNTHETIC_BASE | dict(workers=0, log_every=10, ckpt_every=10**9, keep_last=1, tensorboard=False,
+                                    progress=False, device='cpu',
                                     out_dir='hdc_runs/experiment_arm')   # each arm's run names its own folder
-CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE, 'experiment': _EXPERIMENT} | {   # experiment: every arm's base
+CONFIGS = {'demo_cpu': _DEMO, 'hdc_cpu': _HDC_CPU, 'synthetic_base': SYNTHETIC_BASE,
+           'experiment': _EXPERIMENT} | {   # experiment: every arm's base
     f'{data}_{net}': _PAPER | dict(dataset='ucf101' if data == 'ucf101' else 'folder', backbone=backbone,
                                    data_root=f'data/{data}', steps=steps, out_dir=f'hdc_runs/{data}_{net}')
     for data, steps in (('ucf101', 40_000), ('k400', 200_000))
@@ -298,12 +318,13 @@ def view_recipe(cfg:TrainConfig, on_gpu:bool=False)->ViewRecipe: # on_gpu: the r
 
 def build_model(cfg:TrainConfig,
                 load_weights:bool=True,   # load the backbone file cfg.model.weights, if any
-                seed:int|None=None,       # draw the initialisation from this seed, leaving the global generators as they were
+                seed:int|None=None, # draw the initialisation from this seed, leaving the global generators as they were
                )->HDCModel:
     "The model a config describes: its backbone, levels, and one head per subtask of its views."
     m = cfg.model
     make = lambda: HDCModel(m.backbone, tuple(comma_list(m.levels)) or None, cfg.views.subtasks, m.proj_dim,
-                            weights=m.weights if load_weights else None, grad_scales=named_numbers(cfg.loss.grad_scales, 'grad_scales'))
+                            weights=m.weights if load_weights else None,
+                            grad_scales=named_numbers(cfg.loss.grad_scales, 'grad_scales'))
     if seed is None: return make()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -312,20 +333,25 @@ def build_model(cfg:TrainConfig,
 # %% ../nbs/04a_config.ipynb #9a73bd1b
 def checkpoints(out_dir)->list[Path]:
     "The checkpoints of a run, oldest first: ordered by the step in their names (ckpt-30 after ckpt-6, whatever the digits)."
-    found = [(int(m.group(1)), p) for p in Path(out_dir).glob('ckpt-*.pt') if (m := re.fullmatch(r'ckpt-(\d+)\.pt', p.name))]
+    found = [(int(m.group(1)), p) for p in Path(out_dir).glob('ckpt-*.pt')
+             if (m := re.fullmatch(r'ckpt-(\d+)\.pt', p.name))]
     return [p for _, p in sorted(found)]
 
 class CheckpointError(RuntimeError):
     "A checkpoint file that cannot be read; the message names it and says why."
 
-CHECKPOINT_KEYS = ('step', 'skipped_steps', 'failed_videos', 'config', 'model', 'criterion', 'optimizer', 'scheduler', 'scaler', 'rng', 'key_net', 'queues')
+CHECKPOINT_KEYS = ('step', 'skipped_steps', 'failed_videos', 'config', 'model', 'criterion', 'optimizer', 'scheduler',
+                   'scaler', 'rng', 'key_net', 'queues')
 
 def read_checkpoint(path, device='cpu')->dict:
     "A checkpoint of `Trainer.save` (loaded with weights_only=True), or a CheckpointError naming the file and the reason."
     try: ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e: raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from e
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} cannot be read "
+                              f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'})") from e
     missing = [k for k in CHECKPOINT_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(CHECKPOINT_KEYS)
-    if missing: raise CheckpointError(f"checkpoint {path} lacks {missing}: it is not a complete checkpoint of hdc_pretrain")
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}: it is not a complete checkpoint of hdc_pretrain")
     return ckpt
 
 
@@ -345,11 +371,12 @@ def config_cli(name:str,   # the command's name
                doc:str,    # its one-line help
                run):       # called with config, resume, overwrite and every flag given (None: the config's)
     "A function of `config`, `resume`, `overwrite` and every flat config key, signed for fastcore's `call_parse`."
-    flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                                                              annotation=Param(help, kind))
+    flag = lambda key, default, help, kind: inspect.Parameter(key, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                              default=default, annotation=Param(help, kind))
     flags = [flag('config', 'demo_cpu', f"a named config ({', '.join(CONFIGS)}) or a YAML/JSON file", str),
              flag('resume', False, "continue from the newest readable checkpoint in out_dir", bool),
-             flag('overwrite', False, "start afresh in an out_dir that holds a run, deleting its checkpoints and logs", bool)]
+             flag('overwrite', False,
+                  "start afresh in an out_dir that holds a run, deleting its checkpoints and logs", bool)]
     flags += [flag(key, None, help, _bool_arg if kind is bool else kind) for key, (kind, help) in flat_keys().items()]
     signature = inspect.Signature(flags)
     def cli(*args, **kwargs): run(**signature.bind(*args, **kwargs).arguments)

@@ -42,7 +42,8 @@ def read_ucf101_split(annotation_dir,      # folder with classInd.txt, trainlist
         folder = rel.split('/')[0]
         if folder not in index: raise ValueError(f"{lst}:{n}: class folder {folder!r} is not in classInd.txt")
         if len(parts) > 1 and int(parts[1]) - 1 != index[folder]:
-            raise ValueError(f"{lst}:{n}: label {parts[1]} disagrees with folder {folder!r} (class {index[folder] + 1})")
+            raise ValueError(f"{lst}:{n}: label {parts[1]} disagrees with folder {folder!r} "
+                             f"(class {index[folder] + 1})")
         samples.append((rel, index[folder]))
     return samples, classes
 
@@ -61,7 +62,8 @@ def read_hmdb51_split(annotation_dir,      # folder with the <class>_test_split<
     for label, f in enumerate(files):
         for n, line in enumerate(_lines(f), 1):
             parts = line.split()
-            if len(parts) != 2 or parts[1] not in '012': raise ValueError(f"{f}:{n}: expected '<video>.avi <0|1|2>', got {line!r}")
+            if len(parts) != 2 or parts[1] not in '012':
+                raise ValueError(f"{f}:{n}: expected '<video>.avi <0|1|2>', got {line!r}")
             if parts[1] == wanted: samples.append((f"{classes[label]}/{parts[0]}", label))
     return samples, classes
 
@@ -86,12 +88,14 @@ class ClipSampler:
 
     def last_start(self, video_frames:int)->int: return max(0, video_frames - self.span)
 
-    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]|dict: raise NotImplementedError  # or {role: clip}
+    def __call__(self, video_frames:int, rng:random.Random)->list[list[int]]|dict:
+        raise NotImplementedError  # or {role: clip}
 
 @dataclass
 class RandomClip(ClipSampler):
     "One clip at a random start."
-    def __call__(self, video_frames, rng): return [self.clip(rng.randint(0, self.last_start(video_frames)), video_frames)]
+    def __call__(self, video_frames, rng):
+        return [self.clip(rng.randint(0, self.last_start(video_frames)), video_frames)]
 
 @dataclass
 class UniformClips(ClipSampler):
@@ -128,19 +132,23 @@ class VideoDataset(torch.utils.data.Dataset):
                  on_error:str='replace',           # a video that fails to decode: 'replace' it by another (training; counted) or 'raise'
                  max_retries:int=10,               # replacements tried for a video that fails to decode
                  seed:int=0,                       # with the epoch and index, decides every random choice of an item
-                 cache=None):                      # folder written by `prepare_cache`, read instead where it has the video
+                 cache=None):                   # folder written by `prepare_cache`, read instead where it has the video
         self.root, self.classes, self.sampler = Path(root), list(classes), sampler or RandomClip()
         if on_error not in ('replace', 'raise'): raise ValueError(f"on_error={on_error!r} is not 'replace' or 'raise'")
         if on_missing not in ('error', 'skip'): raise ValueError(f"on_missing={on_missing!r} is not 'error' or 'skip'")
-        self.size, self.transform, self.on_error, self.max_retries, self.seed, self.epoch = size, transform, on_error, max_retries, seed, 0
+        (self.size, self.transform, self.on_error, self.max_retries,
+         self.seed, self.epoch) = size, transform, on_error, max_retries, seed, 0
         self.cache = Path(cache) if cache is not None else None
         self.failures = {}                         # path -> reason, for videos that failed in this process
         missing = [rel for rel, _ in samples if not (self.root/rel).exists()]
         if missing and on_missing == 'error':
-            raise FileNotFoundError(f"{len(missing)} of {len(samples)} listed videos are missing under {self.root}, e.g. {missing[:3]}"
-                                    " (pass on_missing='skip', or --on_missing skip to hdc_pretrain / hdc_eval, to leave them out)")
+            raise FileNotFoundError(f"{len(missing)} of {len(samples)} listed videos are missing under {self.root}, "
+                                    f"e.g. {missing[:3]}"
+                                    " (pass on_missing='skip', or --on_missing skip to hdc_pretrain / hdc_eval, "
+                                    "to leave them out)")
         if missing:
-            warnings.warn(f"leaving out {len(missing)} of {len(samples)} listed videos missing under {self.root}, e.g. {missing[:3]}")
+            warnings.warn(f"leaving out {len(missing)} of {len(samples)} listed videos missing under {self.root}, "
+                          f"e.g. {missing[:3]}")
             gone = set(missing)
             samples = [s for s in samples if s[0] not in gone]
         self.samples = list(samples)
@@ -182,7 +190,8 @@ class VideoDataset(torch.utils.data.Dataset):
                 if self.on_error == 'raise': raise
                 warnings.warn(f"skipping a video that fails to decode: {e}")
                 i = rng.randrange(len(self))
-        raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to decode (last: {path}); is the dataset readable?")
+        raise RuntimeError(f"{self.max_retries + 1} videos in a row failed to decode (last: {path}); "
+                           f"is the dataset readable?")
 
     def check(self)->dict:
         "Probe every video (with a progress bar); return {path: reason} for those that fail."
@@ -217,7 +226,8 @@ class NoTestSet(ValueError):
     "A collection that holds one part only: its test set must come from elsewhere."
 
 def _no_test_set(source, what:str):
-    raise NoTestSet(f"{source}: {what}, so there is no test set here; evaluate with a separate test set (hdc_eval --test_root)")
+    raise NoTestSet(f"{source}: {what}, so there is no test set here; "
+                    f"evaluate with a separate test set (hdc_eval --test_root)")
 
 def _labels_of(names:list, classes:list|None, source)->tuple[list, list]:
     "Integer labels of class names (or integer strings) and the class list: `classes` if given, else the names found, sorted."
@@ -255,11 +265,12 @@ class FolderDataset(VideoDataset):
         elif not train: _no_test_set(root, "it has no val/ or test/ sub-folder")
         else: part = root
         videos = {d.name: _video_files(d) for d in sorted(part.iterdir()) if d.is_dir() and not d.name.startswith('.')}
-        videos = {c: vs for c, vs in videos.items() if vs}           # folders without videos (split files, ...) are no class
+        videos = {c: vs for c, vs in videos.items() if vs}   # folders without videos (split files, ...) are no class
         loose = [p for p in part.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
         if part == root and set(videos) & set(TEST_PARTS):
-            raise ValueError(f"{root}: a {sorted(set(videos) & set(TEST_PARTS))[0]}/ folder beside class folders but no train/: put the classes under train/")
-        if loose:                             # videos at the top: an unlabelled collection, every video (at any depth) one item
+            raise ValueError(f"{root}: a {sorted(set(videos) & set(TEST_PARTS))[0]}/ folder beside class folders "
+                             f"but no train/: put the classes under train/")
+        if loose:                     # videos at the top: an unlabelled collection, every video (at any depth) one item
             samples, classes = [(str(p.relative_to(root)), -1) for p in _video_files(part)], []
         else:
             labels, classes = _labels_of(list(videos), classes, part)  # a test class the train part lacks is an error
@@ -273,7 +284,7 @@ class CSVDataset(VideoDataset):
                  root=None,                     # folder the paths are relative to (default: the CSV's folder)
                  label_column:str='label',      # column holding the label (without a `label` column: unlabelled)
                  classes:list|None=None,        # class names in label order (default: the labels found, sorted)
-                 train:bool=True,               # rows of split train (all rows without a split column), or of the test split
+                 train:bool=True,          # rows of split train (all rows without a split column), or of the test split
                  **kwargs):
         with open(csv_path, newline='', encoding='utf-8-sig') as f: rows = list(csv.DictReader(f))
         if not rows: raise ValueError(f"{csv_path}: no rows")
@@ -283,9 +294,11 @@ class CSVDataset(VideoDataset):
             if col not in rows[0]: raise ValueError(f"{csv_path}: no column {col!r} (columns: {list(rows[0])})")
         if 'split' in rows[0]: rows = _split_rows(rows, train, csv_path)
         elif not train: _no_test_set(csv_path, "it has no split column")
-        if label_column in rows[0]: labels, classes = _labels_of([r[label_column].strip() for r in rows], classes, csv_path)
+        if label_column in rows[0]:
+            labels, classes = _labels_of([r[label_column].strip() for r in rows], classes, csv_path)
         else: labels, classes = [-1] * len(rows), []
-        super().__init__(root or Path(csv_path).parent, [(r['path'], l) for r, l in zip(rows, labels)], classes, **kwargs)
+        super().__init__(root or Path(csv_path).parent, [(r['path'], l) for r, l in zip(rows, labels)], classes,
+                         **kwargs)
 
 # %% ../nbs/01_data.ipynb #c8aba14e
 def shared_videos(a:VideoDataset, b:VideoDataset)->list[str]:
@@ -296,11 +309,12 @@ def shared_videos(a:VideoDataset, b:VideoDataset)->list[str]:
 def check_disjoint(train_set:VideoDataset, test_set:VideoDataset):
     "Refuse a test set that shares videos with the train set, naming how many and one."
     shared = shared_videos(train_set, test_set)
-    if shared: raise ValueError(f"the train and test sets share {len(shared)} of {len(test_set)} test videos (e.g. {shared[0]}): "
-                                "evaluating on training videos gives meaningless numbers; give a test set of other videos")
+    if shared: raise ValueError(f"the train and test sets share {len(shared)} of {len(test_set)} test videos "
+                                f"(e.g. {shared[0]}): evaluating on training videos gives meaningless numbers; "
+                                "give a test set of other videos")
 
 # %% ../nbs/01_data.ipynb #b8e13489
-def read_list_file(path,                     # an mmaction2 list file: `relative/path.mp4 label` per line (label optional)
+def read_list_file(path,                   # an mmaction2 list file: `relative/path.mp4 label` per line (label optional)
                    label_map=None,           # a file of class names, one per line, in label order
                   )->tuple[list, list]:      # ([(relative_path, label or -1)], classes)
     "Samples and class names of an mmaction2 video list file."
@@ -311,19 +325,23 @@ def read_list_file(path,                     # an mmaction2 list file: `relative
         elif len(parts) == 2 and parts[1].isdigit(): samples.append((parts[0], int(parts[1])))
         else: raise ValueError(f"{path}:{n}: expected '<relative path> [integer label]', got {line!r}")
     if not samples: raise ValueError(f"{path}: no entries")
-    if len({label >= 0 for _, label in samples}) > 1: raise ValueError(f"{path}: some lines have a label and some do not")
+    if len({label >= 0 for _, label in samples}) > 1:
+        raise ValueError(f"{path}: some lines have a label and some do not")
     if samples[0][1] < 0: return samples, []
     classes = _lines(label_map) if label_map else [str(i) for i in range(max(l for _, l in samples) + 1)]
     bad = next((n for n, (_, l) in enumerate(samples, 1) if l >= len(classes)), None)
-    if bad: raise ValueError(f"{path}:{bad}: label {samples[bad - 1][1]} is not below the {len(classes)} classes" + (f" of {label_map}" if label_map else ''))
+    if bad: raise ValueError(f"{path}:{bad}: label {samples[bad - 1][1]} is not below the {len(classes)} classes" +
+                             (f" of {label_map}" if label_map else ''))
     return samples, classes
 
 class ListDataset(VideoDataset):
     "Videos of an mmaction2 list file, relative to `root` (default: the list file's folder)."
     def __init__(self, list_file, root=None, label_map=None, classes:list|None=None, **kwargs):
         samples, found = read_list_file(list_file, label_map)
-        if classes is not None and found and len(found) > len(classes): raise ValueError(f"{list_file}: labels up to {len(found) - 1} but only {len(classes)} classes")
-        super().__init__(root or Path(list_file).parent, samples, classes if classes is not None and found else found, **kwargs)
+        if classes is not None and found and len(found) > len(classes):
+            raise ValueError(f"{list_file}: labels up to {len(found) - 1} but only {len(classes)} classes")
+        super().__init__(root or Path(list_file).parent, samples, classes if classes is not None and found else found,
+                         **kwargs)
 
 # %% ../nbs/01_data.ipynb #0bf2ad71
 def read_kinetics_csv(csv_path,            # an official Kinetics CSV, or a folder of them: label,youtube_id,time_start,time_end,split
@@ -337,13 +355,15 @@ def read_kinetics_csv(csv_path,            # an official Kinetics CSV, or a fold
     for f in files:
         with open(f, newline='', encoding='utf-8-sig') as fh: part = list(csv.DictReader(fh))
         need = {'youtube_id', 'time_start', 'time_end', 'split'} - set(part[0] if part else ())
-        if part and need: raise ValueError(f"{f}: columns {sorted(need)} are missing (expected label,youtube_id,time_start,time_end,split)")
+        if part and need: raise ValueError(f"{f}: columns {sorted(need)} are missing "
+                                           f"(expected label,youtube_id,time_start,time_end,split)")
         rows += part
     if not rows: raise ValueError(f"{csv_path}: no rows")
     by_stem = {p.stem: p for p in _video_files(videos_root)}
     stem = lambda r: f"{r['youtube_id']}_{int(float(r['time_start'])):06d}_{int(float(r['time_end'])):06d}"
     train_rows = [r for r in rows if (r.get('split') or '').strip().lower() == 'train']
-    classes = sorted({r['label'] for r in train_rows or rows if r.get('label') and stem(r) in by_stem})   # classes with a downloaded train clip
+    classes = sorted({r['label'] for r in train_rows or rows
+                      if r.get('label') and stem(r) in by_stem})   # classes with a downloaded train clip
     samples, missing = [], []
     for r in _split_rows(rows, train, csv_path):
         path = by_stem.get(stem(r))
@@ -355,9 +375,12 @@ class KineticsDataset(VideoDataset):
     "Kinetics from its official CSVs; rows whose clip was not downloaded are left out with a warning and kept in `missing`."
     def __init__(self, root, csv_path, train:bool=True, classes:list|None=None, **kwargs):
         samples, found, self.missing = read_kinetics_csv(csv_path, root, train)
-        if self.missing: warnings.warn(f"{csv_path}: {len(self.missing)} rows have no file under {root}, e.g. {self.missing[0]['youtube_id']}; left out")
-        if not samples: raise FileNotFoundError(f"{root}: none of the {len(self.missing)} clips listed in {csv_path} is there")
-        labels, classes = _labels_of([name for _, name in samples], classes or found, csv_path) if classes or found else ([-1] * len(samples), [])
+        if self.missing: warnings.warn(f"{csv_path}: {len(self.missing)} rows have no file under {root}, "
+                                       f"e.g. {self.missing[0]['youtube_id']}; left out")
+        if not samples:
+            raise FileNotFoundError(f"{root}: none of the {len(self.missing)} clips listed in {csv_path} is there")
+        labels, classes = (_labels_of([name for _, name in samples], classes or found, csv_path) if classes or found
+                           else ([-1] * len(samples), []))
         super().__init__(root, [(rel, l) for (rel, _), l in zip(samples, labels)], classes, **kwargs)
 
 # %% ../nbs/01_data.ipynb #6efe4c88
@@ -390,9 +413,11 @@ def synthetic_backgrounds(count:int, size:int, seed:int,
     rng, pool = np.random.default_rng(seed), []
     for _ in range(count):
         low = torch.tensor(rng.normal(size=(1, 3, grain, grain)), dtype=torch.float32)
-        smooth = torch.nn.functional.interpolate(low, size=(size, size), mode='bicubic', align_corners=True)[0].permute(1, 2, 0).numpy()
+        smooth = torch.nn.functional.interpolate(low, size=(size, size), mode='bicubic',
+                                                 align_corners=True)[0].permute(1, 2, 0).numpy()
         yy, xx = np.mgrid[0:size, 0:size] / size
-        pool.append(np.clip(level + spread * 28 * smooth + spread * 30 * (rng.normal() * xx + rng.normal() * yy)[..., None], 0, 255))
+        pool.append(np.clip(level + spread * 28 * smooth +
+                            spread * 30 * (rng.normal() * xx + rng.normal() * yy)[..., None], 0, 255))
     return pool
 
 # %% ../nbs/01_data.ipynb #d2cdf696
@@ -419,7 +444,8 @@ def _trajectory(motion:str, rng:np.random.Generator, num_frames:int, size:int, r
         direction = rng.uniform(0, math.pi)
         amplitude, cycles, phase = rng.uniform(0.12, 0.2) * size, rng.uniform(1.5, 3), rng.uniform(0, 2 * math.pi)
         offset = amplitude * np.sin(2 * math.pi * cycles * t + phase)
-        centre = np.clip(centre + offset[:, None] * np.array([math.cos(direction), math.sin(direction)]), radius, size - radius)
+        centre = np.clip(centre + offset[:, None] * np.array([math.cos(direction), math.sin(direction)]),
+                         radius, size - radius)
     else: raise ValueError(f"unknown motion {motion!r}; motions are {MOTIONS}")
     return centre, angle, scale
 
@@ -432,30 +458,38 @@ def render_video(shape:str,                 # appearance: one of SHAPES
                  size:int|None=None,        # frame height and width (default: the background's)
                  radius:float=0.17,         # object radius, as a share of `size`
                  palette:str='striped',     # 'striped': a bright and a dark stripe of two hues; 'light': two light tones of one hue
-                 hue_drift:float=0.0,       # most change of the object's hue over the video (in turns of the colour wheel)
+                 hue_drift:float=0.0,    # most change of the object's hue over the video (in turns of the colour wheel)
                  light_drift:float=0.0,     # most amplitude of a slow change of illumination (gain 1 ± this)
                  pan:float=0.0,             # most background travel over the video, as a share of `size`
                  nuisances:dict|None=None,  # if given, filled with the values drawn for this video
                 )->np.ndarray:              # uint8 (T,size,size,3)
     "Render one video: a striped object of `shape` moving by `motion` over `background`, with random nuisances."
     size = size or background.shape[0]
-    if background.shape[0] < size * (1 + pan): raise ValueError(f"a background of {background.shape[0]} px cannot pan {pan} of {size} px")
+    if background.shape[0] < size * (1 + pan):
+        raise ValueError(f"a background of {background.shape[0]} px cannot pan {pan} of {size} px")
     radius = radius * size
-    if palette == 'striped': (hues, sats, values) = zip((rng.random(), 0.5 + 0.5 * rng.random(), 0.75 + 0.25 * rng.random()), (rng.random(), 0.3 * rng.random(), 0.15 + 0.3 * rng.random()))
-    elif palette == 'light': hue, sat, value = rng.random(), rng.uniform(0.25, 0.6), rng.uniform(0.85, 1.0); hues, sats, values = (hue, hue), (sat, sat), (value, 0.75 * value)
+    if palette == 'striped':
+        (hues, sats, values) = zip((rng.random(), 0.5 + 0.5 * rng.random(), 0.75 + 0.25 * rng.random()),
+                                   (rng.random(), 0.3 * rng.random(), 0.15 + 0.3 * rng.random()))
+    elif palette == 'light':
+        hue, sat, value = rng.random(), rng.uniform(0.25, 0.6), rng.uniform(0.85, 1.0)
+        hues, sats, values = (hue, hue), (sat, sat), (value, 0.75 * value)
     else: raise ValueError(f"palette must be 'striped' or 'light', got {palette!r}")
     period, stripe_angle = rng.uniform(0.45, 0.8), rng.uniform(0, math.pi)
     centre, angle, scale = _trajectory(motion, rng, num_frames, size, radius)
     jitter = rng.integers(-1, 2, size=(num_frames, 2))
     t = np.arange(num_frames) / (num_frames - 1)
     drift = rng.uniform(-hue_drift, hue_drift) if hue_drift else 0.0                # drawn only when asked: old presets stay as they were
-    gain = 1 + rng.uniform(0, light_drift) * np.sin(2 * math.pi * (rng.uniform(0.5, 1.5) * t + rng.random())) if light_drift else np.ones(num_frames)
+    gain = (1 + rng.uniform(0, light_drift) * np.sin(2 * math.pi * (rng.uniform(0.5, 1.5) * t + rng.random()))
+            if light_drift else np.ones(num_frames))
     heading = rng.uniform(0, 2 * math.pi) if pan else 0.0
     pad = background.shape[0] - size
-    offset = np.rint(pad / 2 + (t[:, None] - 0.5) * pan * size * np.array([math.cos(heading), math.sin(heading)])).astype(int)
+    offset = np.rint(pad / 2 + (t[:, None] - 0.5) * pan * size *
+                     np.array([math.cos(heading), math.sin(heading)])).astype(int)
     if nuisances is not None:
-        nuisances.update(hue=hues[0], saturation=sats[0], stripe_angle=stripe_angle, period=period, angle=angle[0], scale=scale.mean(),
-                         centre_x=centre[:, 0].mean(), centre_y=centre[:, 1].mean(), hue_drift=drift, light=gain.std(), pan_heading=heading)
+        nuisances.update(hue=hues[0], saturation=sats[0], stripe_angle=stripe_angle, period=period, angle=angle[0],
+                         scale=scale.mean(), centre_x=centre[:, 0].mean(), centre_y=centre[:, 1].mean(),
+                         hue_drift=drift, light=gain.std(), pan_heading=heading)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     frames = np.empty((num_frames, size, size, 3), np.uint8)
     for i in range(num_frames):
@@ -473,15 +507,19 @@ def render_video(shape:str,                 # appearance: one of SHAPES
 
 # %% ../nbs/01_data.ipynb #c6fadf68
 SYNTHETIC_PRESETS = {
-    'demo': dict(appearances=4, motions=8, videos_per_pair=10, num_frames=32, size=64, backgrounds=12),  # 320 videos, for hdc_demo
-    'tiny': dict(appearances=2, motions=4, videos_per_pair=3, num_frames=24, size=32, backgrounds=4),    # 24 videos, for tests
-    'v2':   dict(appearances=4, motions=8, videos_per_pair=32, num_frames=32, size=64, backgrounds=6, test_fraction=0.34,   # 1024 videos (352 test)
-                 background_level=60, background_spread=0.6, render=dict(radius=0.2, palette='light', hue_drift=0.5, light_drift=0.3, pan=0.15)),
+    'demo': dict(appearances=4, motions=8, videos_per_pair=10, num_frames=32,   # 320 videos, for hdc_demo
+                 size=64, backgrounds=12),
+    'tiny': dict(appearances=2, motions=4, videos_per_pair=3, num_frames=24,    # 24 videos, for tests
+                 size=32, backgrounds=4),
+    'v2':   dict(appearances=4, motions=8, videos_per_pair=32, num_frames=32,   # 1024 videos (352 test)
+                 size=64, backgrounds=6, test_fraction=0.34, background_level=60, background_spread=0.6,
+                 render=dict(radius=0.2, palette='light', hue_drift=0.5, light_drift=0.3, pan=0.15)),
 }
 SYNTHETIC_PRESETS['v3'] = SYNTHETIC_PRESETS['v2'] | dict(backgrounds=1)   # v2 with one background for all: no per-video scene for SC to match
 BENCHMARK = 'v3'   # the preset the experiment, the demo and the defaults of every command use
 
-NUISANCES = ('hue', 'saturation', 'stripe_angle', 'period', 'angle', 'scale', 'centre_x', 'centre_y', 'hue_drift', 'light', 'pan_heading')  # metadata columns
+NUISANCES = ('hue', 'saturation', 'stripe_angle', 'period', 'angle', 'scale', 'centre_x', 'centre_y', 'hue_drift',
+             'light', 'pan_heading')  # metadata columns
 
 def make_synthetic(root,                     # output folder (UCF101 layout)
                    appearances:int=4,        # shapes used: the first n of SHAPES
@@ -491,7 +529,7 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
                    size:int=64,              # frame height and width
                    backgrounds:int=12,       # size of the shared background pool
                    test_fraction:float=0.3,  # share of each pair's videos in the test split
-                   label:str='motion',       # which factor names the class folders and split labels: 'motion' or 'appearance'
+                   label:str='motion', # which factor names the class folders and split labels: 'motion' or 'appearance'
                    seed:int=0,               # decides every video
                    codec:str='mpeg4',        # encoder (MPEG-4 Part 2 in AVI, as UCF101)
                    background_level:float=115, # mean grey level of the backgrounds
@@ -505,7 +543,8 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
     shapes, moves = SHAPES[:appearances], MOTIONS[:motions]
     root = Path(root); (root/'ucfTrainTestlist').mkdir(parents=True, exist_ok=True)
     render = render or {}
-    pool = synthetic_backgrounds(backgrounds, size + math.ceil(render.get('pan', 0) * size), seed, background_level, background_spread, background_grain)
+    pool = synthetic_backgrounds(backgrounds, size + math.ceil(render.get('pan', 0) * size), seed, background_level,
+                                 background_spread, background_grain)
     classes = [m.title().replace('_', '') for m in moves] if label == 'motion' else [s.title() for s in shapes]
     rows, n_test = [], round(videos_per_pair * test_fraction)
     pairs = [(a, m) for a in range(len(shapes)) for m in range(len(moves))]
@@ -517,12 +556,16 @@ def make_synthetic(root,                     # output folder (UCF101 layout)
             rel = f"{cls}/v_{cls}_g{bg + 1:02d}_c{len([r for r in rows if r['class'] == cls]) + 1:03d}.avi"
             (root/cls).mkdir(exist_ok=True)
             nuisances = {}
-            write_video(root/rel, render_video(shapes[a], moves[m], rng, pool[bg], num_frames, size=size, nuisances=nuisances, **render), codec, options={'qscale': 3, 'g': 12})
-            rows.append(dict(path=rel, split='test' if k < n_test else 'train', appearance=shapes[a], motion=moves[m], background=bg, **{'class': cls},
+            write_video(root/rel, render_video(shapes[a], moves[m], rng, pool[bg], num_frames, size=size,
+                                               nuisances=nuisances, **render), codec, options={'qscale': 3, 'g': 12})
+            rows.append(dict(path=rel, split='test' if k < n_test else 'train', appearance=shapes[a], motion=moves[m],
+                             background=bg, **{'class': cls},
                              **{n: round(float(v), 4) for n, v in nuisances.items()}))
     (root/'ucfTrainTestlist'/'classInd.txt').write_text(''.join(f'{i + 1} {c}\r\n' for i, c in enumerate(classes)))
-    (root/'ucfTrainTestlist'/'trainlist01.txt').write_text(''.join(f"{r['path']} {classes.index(r['class']) + 1}\r\n" for r in rows if r['split'] == 'train'))
-    (root/'ucfTrainTestlist'/'testlist01.txt').write_text(''.join(f"{r['path']}\r\n" for r in rows if r['split'] == 'test'))
+    (root/'ucfTrainTestlist'/'trainlist01.txt').write_text(''.join(f"{r['path']} {classes.index(r['class']) + 1}\r\n"
+                                                                   for r in rows if r['split'] == 'train'))
+    (root/'ucfTrainTestlist'/'testlist01.txt').write_text(''.join(f"{r['path']}\r\n"
+                                                                  for r in rows if r['split'] == 'test'))
     for split in ('train', 'test'):
         with open(root/f'{split}.csv', 'w', newline='') as f:
             w = csv.DictWriter(f, ['path', 'appearance', 'motion', 'background', *NUISANCES]); w.writeheader()
@@ -535,30 +578,36 @@ def synthetic_dataset(root,                 # a folder written by `make_syntheti
                       factor:str='motion',  # the label: 'motion' or 'appearance'
                       **kwargs)->CSVDataset:  # passed on to VideoDataset (sampler, size, transform, ...)
     "A split of the synthetic dataset, labelled by either factor."
-    if factor not in ('motion', 'appearance'): raise ValueError(f"factor must be 'motion' or 'appearance', got {factor!r}")
+    if factor not in ('motion', 'appearance'):
+        raise ValueError(f"factor must be 'motion' or 'appearance', got {factor!r}")
     names = MOTIONS if factor == 'motion' else SHAPES
     with open(Path(root)/'train.csv', newline='') as f: present = {r[factor] for r in csv.DictReader(f)}
-    return CSVDataset(Path(root)/f"{'train' if train else 'test'}.csv", label_column=factor, classes=[n for n in names if n in present], **kwargs)
+    return CSVDataset(Path(root)/f"{'train' if train else 'test'}.csv", label_column=factor,
+                      classes=[n for n in names if n in present], **kwargs)
 
 # %% ../nbs/01_data.ipynb #316fb9f6
-_CIRCULAR = {'hue': 1.0, 'stripe_angle': math.pi, 'angle': 2 * math.pi, 'pan_heading': 2 * math.pi}   # period of each circular nuisance
+_CIRCULAR = {'hue': 1.0, 'stripe_angle': math.pi, 'angle': 2 * math.pi,
+             'pan_heading': 2 * math.pi}   # period of each circular nuisance
 
 def _nuisance_features(rows:list[dict], name:str, backgrounds:int)->np.ndarray:
     "One nuisance of each row as probe input: one-hot for the background id, (cos, sin) for angles and hues, the value otherwise."
     if name == 'background': return np.eye(backgrounds)[[int(r['background']) for r in rows]]
     x = np.array([float(r[name]) for r in rows])[:, None]
-    return np.hstack([np.cos(2 * math.pi * x / _CIRCULAR[name]), np.sin(2 * math.pi * x / _CIRCULAR[name])]) if name in _CIRCULAR else x
+    return (np.hstack([np.cos(2 * math.pi * x / _CIRCULAR[name]), np.sin(2 * math.pi * x / _CIRCULAR[name])])
+            if name in _CIRCULAR else x)
 
 def nuisance_audit(root)->dict:  # {(nuisance, factor): test accuracy}
     "How well each recorded nuisance of a synthetic dataset, alone, predicts each factor (a linear probe, train split to test split)."
     rows = {}
     for split in ('train', 'test'):
         with open(Path(root)/f'{split}.csv', newline='') as f: rows[split] = list(csv.DictReader(f))
-    names = [n for n in ('background', *NUISANCES) if len({r.get(n, '') for r in rows['train']} - {''}) > 1]   # recorded and varied
+    names = [n for n in ('background', *NUISANCES)
+             if len({r.get(n, '') for r in rows['train']} - {''}) > 1]   # recorded and varied
     backgrounds = 1 + max(int(r['background']) for rs in rows.values() for r in rs)
     from hdc_nb.evaluate import linear_probe     # evaluate imports this module: the probe is imported when called
     split = lambda s, n, factor: (_nuisance_features(rows[s], n, backgrounds), [r[factor] for r in rows[s]])
-    return {(n, f): linear_probe(*split('train', n, f), *split('test', n, f), Cs=(1.0,))['top1'] for n in names for f in ('appearance', 'motion')}
+    return {(n, f): linear_probe(*split('train', n, f), *split('test', n, f), Cs=(1.0,))['top1']
+            for n in names for f in ('appearance', 'motion')}
 
 # %% ../nbs/01_data.ipynb #f05bd394
 def _read_npy(frames:np.ndarray, clip_frames:list[list[int]], size:int|None)->torch.Tensor:
@@ -590,7 +639,8 @@ def prepare_cache(dataset:VideoDataset,   # the dataset to cache (its root and s
         if format == 'npy': np.save(part, frames, allow_pickle=False)
         else:
             even = frames[:, :frames.shape[1] // 2 * 2, :frames.shape[2] // 2 * 2]      # yuv420p wants even sides
-            write_video(part, even, 'libx264', fps=round(info.fps) or 25, options={'g': gop, 'crf': 18, 'preset': 'veryfast'})
+            write_video(part, even, 'libx264', fps=round(info.fps) or 25,
+                        options={'g': gop, 'crf': 18, 'preset': 'veryfast'})
         os.replace(part, out)
         report['written'] += 1
     return report
@@ -632,7 +682,8 @@ def hdc_synth(root:str,                # output folder
               label:str='motion',      # factor naming the classes: 'motion' or 'appearance'
               seed:int=0):             # decides every video
     "Write the synthetic two-factor dataset (real encoded videos, UCF101 layout) to `root`."
-    if preset not in SYNTHETIC_PRESETS: raise SystemExit(f"unknown preset {preset!r}; presets are {list(SYNTHETIC_PRESETS)}")
+    if preset not in SYNTHETIC_PRESETS:
+        raise SystemExit(f"unknown preset {preset!r}; presets are {list(SYNTHETIC_PRESETS)}")
     out = make_synthetic(root, label=label, seed=seed, **SYNTHETIC_PRESETS[preset])
     print(f"wrote {sum(1 for _ in out.rglob('*.avi'))} videos to {out}")
 
@@ -646,7 +697,9 @@ def hdc_prepare_cache(kind:str,             # dataset kind: synthetic, ucf101, h
                       format:str='npy',     # 'npy' (raw frames) or 'video' (H.264, short GOP)
                      ):
     "Write a fast copy of a dataset's train and test videos (npy frames or short-GOP H.264) under `cache`."
-    lists = [build_dataset(kind, root, annotations, split, train=t) for t in (True, False)] if kind in ('synthetic', 'ucf101', 'hmdb51') else [build_dataset(kind, root, annotations)]
+    lists = ([build_dataset(kind, root, annotations, split, train=t) for t in (True, False)]
+             if kind in ('synthetic', 'ucf101', 'hmdb51') else [build_dataset(kind, root, annotations)])
     for ds in lists:
         report = prepare_cache(ds, cache, size, format)
-        print(f"{report['written']} written, {report['skipped']} already there, {len(report['failed'])} failed" + ''.join(f'\n  {p}: {r}' for p, r in report['failed'].items()))
+        print(f"{report['written']} written, {report['skipped']} already there, {len(report['failed'])} failed" +
+              ''.join(f'\n  {p}: {r}' for p, r in report['failed'].items()))

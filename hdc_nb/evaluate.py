@@ -28,19 +28,22 @@ class EvalClips:
     def __call__(self, item:dict)->dict:
         clips = item['clips']                      # (N,T,H,W,3) uint8
         h, w = clips.shape[2:4]
-        if min(h, w) < self.size: raise ValueError(f"clips of {h}x{w} are smaller than the crop {self.size}: decode at a larger size")
+        if min(h, w) < self.size:
+            raise ValueError(f"clips of {h}x{w} are smaller than the crop {self.size}: decode at a larger size")
         along_w = w >= h
         span = (w if along_w else h) - self.size
         offsets = [span // 2] if self.crops == 1 else [0, span // 2, span]
         across = ((h if along_w else w) - self.size) // 2
-        crops = [clips[:, :, across:across + self.size, o:o + self.size] if along_w else clips[:, :, o:o + self.size, across:across + self.size] for o in offsets]
+        crops = [clips[:, :, across:across + self.size, o:o + self.size] if along_w
+                 else clips[:, :, o:o + self.size, across:across + self.size] for o in offsets]
         x = torch.cat(crops).float().div_(255).sub_(self.mean).div_(self.std)     # (N*crops,T,s,s,3)
         return item | dict(clips=x.permute(0, 4, 1, 2, 3).contiguous())
 
 class TrainClips:
     "Dataset transform for finetuning: each clip augmented with `aug`; item['clips'] becomes (N, C, T, size, size)."
     def __init__(self, aug:SpatialAug): self.aug = aug
-    def __call__(self, item:dict)->dict: return item | dict(clips=torch.stack([augment_clip(c, self.aug) for c in item['clips']]))
+    def __call__(self, item:dict)->dict:
+        return item | dict(clips=torch.stack([augment_clip(c, self.aug) for c in item['clips']]))
 
 # %% ../nbs/06_eval.ipynb #32a8b190
 class _Readable(torch.utils.data.Dataset):
@@ -56,16 +59,19 @@ class _Readable(torch.utils.data.Dataset):
 def _collate_readable(items:list)->tuple:
     "(the collated readable items or None, {path: reason} of the failed ones)."
     ok = [it for it in items if 'failed' not in it]
-    return torch.utils.data.default_collate(ok) if ok else None, {it['failed']: it['reason'] for it in items if 'failed' in it}
+    return (torch.utils.data.default_collate(ok) if ok else None,
+            {it['failed']: it['reason'] for it in items if 'failed' in it})
 
 def readable_batches(dataset, batch_size:int=8, workers:int=2,
                      left_out:dict|None=None): # filled with {path: reason} of videos that fail to decode; None: raise instead
     "Batches of `dataset`'s items in order, leaving out (and naming) the videos that fail to decode."
-    loader = torch.utils.data.DataLoader(_Readable(dataset), batch_size=batch_size, num_workers=workers, collate_fn=_collate_readable)
+    loader = torch.utils.data.DataLoader(_Readable(dataset), batch_size=batch_size, num_workers=workers,
+                                         collate_fn=_collate_readable)
     for batch, failed in loader:
         if failed and left_out is None:
             path, reason = next(iter(failed.items()))
-            raise VideoDecodeError(path, f"{reason} (an evaluation leaves such a video out only when asked to: pass left_out)")
+            raise VideoDecodeError(path, f"{reason} (an evaluation leaves such a video out only when asked to: "
+                                         "pass left_out)")
         if left_out is not None: left_out.update(failed)
         if batch is not None: yield batch
 
@@ -84,7 +90,8 @@ def extract_features(model:HDCModel,            # a (trained or random) model
     model = model.to(device).eval()
     feats, labels = {}, []
     batches = readable_batches(dataset, batch_size, workers, left_out)
-    for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc='features', disable=not progress, leave=False):
+    for batch in tqdm(batches, total=-(-len(dataset) // batch_size), desc='features', disable=not progress,
+                      leave=False):
         x = batch['clips'].to(device)                        # (B,N,C,T,H,W)
         b, n = x.shape[:2]
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
@@ -93,14 +100,16 @@ def extract_features(model:HDCModel,            # a (trained or random) model
         labels.append(batch['label'])
     feats = {k: torch.cat(v) for k, v in feats.items()}
     if {'sc', 'tc'} <= set(model.subtasks):
-        for l in model.levels: feats[f'sc+tc/{l}'] = torch.cat([F.normalize(feats[f'sc/{l}'], dim=1), F.normalize(feats[f'tc/{l}'], dim=1)], 1)
+        for l in model.levels: feats[f'sc+tc/{l}'] = torch.cat([F.normalize(feats[f'sc/{l}'], dim=1),
+                                                                F.normalize(feats[f'tc/{l}'], dim=1)], 1)
     return feats, torch.cat(labels)
 
 # %% ../nbs/06_eval.ipynb #2fb37e73
 def retrieval_recall(query_feats, query_labels, gallery_feats, gallery_labels, # tensors or numpy arrays
                      ks:tuple=(1, 5, 10, 20, 50))->dict:  # {'R@k': share of queries with their class among the top k}
     "Video retrieval R@k with cosine similarity."
-    sims = F.normalize(torch.as_tensor(query_feats).float(), dim=1) @ F.normalize(torch.as_tensor(gallery_feats).float(), dim=1).T
+    sims = (F.normalize(torch.as_tensor(query_feats).float(), dim=1)
+            @ F.normalize(torch.as_tensor(gallery_feats).float(), dim=1).T)
     order = sims.argsort(dim=1, descending=True)
     hits = torch.as_tensor(gallery_labels)[order] == torch.as_tensor(query_labels)[:, None]
     return {f'R@{k}': float(hits[:, :k].any(1).float().mean()) for k in ks if k <= hits.shape[1]}
@@ -110,9 +119,11 @@ def knn_accuracy(train_feats, train_labels, test_feats, test_labels,   # tensors
                  k:int=20, temperature:float=0.07)->float:  # top-1 accuracy
     "Weighted kNN on L2-normalised features: each of the k neighbours votes exp(cos/temperature) for its class."
     train_labels, test_labels = torch.as_tensor(train_labels), torch.as_tensor(test_labels)
-    sims = F.normalize(torch.as_tensor(test_feats).float(), dim=1) @ F.normalize(torch.as_tensor(train_feats).float(), dim=1).T
+    sims = (F.normalize(torch.as_tensor(test_feats).float(), dim=1)
+            @ F.normalize(torch.as_tensor(train_feats).float(), dim=1).T)
     top, idx = sims.topk(min(k, sims.shape[1]), dim=1)
-    votes = torch.zeros(len(test_feats), int(train_labels.max()) + 1).scatter_add_(1, train_labels[idx], (top / temperature).exp())
+    votes = torch.zeros(len(test_feats), int(train_labels.max()) + 1).scatter_add_(1, train_labels[idx],
+                                                                                   (top / temperature).exp())
     return float((votes.argmax(1) == test_labels).float().mean())
 
 # %% ../nbs/06_eval.ipynb #c98420f3
@@ -128,7 +139,8 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, # tensors o
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=Cs[0], max_iter=3000))
     if len(Cs) > 1:
         folds = max(2, min(folds, np.unique(train_labels, return_counts=True)[1].min()))
-        probe = GridSearchCV(probe, {'logisticregression__C': list(Cs)}, cv=StratifiedKFold(folds, shuffle=True, random_state=0))
+        probe = GridSearchCV(probe, {'logisticregression__C': list(Cs)},
+                             cv=StratifiedKFold(folds, shuffle=True, random_state=0))
     probe.fit(np.asarray(train_feats), train_labels)
     C = probe.best_params_['logisticregression__C'] if len(Cs) > 1 else Cs[0]
     return dict(top1=float(probe.score(np.asarray(test_feats), np.asarray(test_labels))), C=C)
@@ -152,13 +164,16 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
         model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
         params = list(model.body.parameters()) + list(head.parameters())
         if optimizer not in ('sgd', 'adamw'): raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
-        opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay) if optimizer == 'sgd' else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        opt = (torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay) if optimizer == 'sgd'
+               else torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay))
         drop_last, order = len(train_set) > batch_size, torch.Generator().manual_seed(seed)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (len(train_set) // batch_size if drop_last else 1))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, epochs * (len(train_set) // batch_size if drop_last else 1))
         for epoch in tqdm(range(epochs), desc='finetuning', disable=not progress, leave=False):
             model.train(); head.train()
             keys = [(epoch, int(i)) for i in torch.randperm(len(train_set), generator=order)]   # (epoch, index): a new clip and augmentation each epoch
-            for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys, drop_last=drop_last, num_workers=workers):
+            for batch in torch.utils.data.DataLoader(train_set, batch_size=batch_size, sampler=keys,
+                                                     drop_last=drop_last, num_workers=workers):
                 x = batch['clips'][:, 0].to(device)
                 loss = F.cross_entropy(head(model.pooled(x)[level]), batch['label'].to(device))
                 opt.zero_grad(); loss.backward(); opt.step(); sched.step()
@@ -167,11 +182,13 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
         with torch.no_grad():
             for batch in readable_batches(test_set, batch_size, workers, left_out):
                 x = batch['clips'].to(device)
-                logits.append(head(model.pooled(x.flatten(0, 1))[level]).unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
+                logits.append(head(model.pooled(x.flatten(0, 1))[level])
+                              .unflatten(0, x.shape[:2]).softmax(-1).mean(1).cpu())
                 labels.append(batch['label'])
         logits, labels = torch.cat(logits), torch.cat(labels)
         top = logits.topk(min(5, num_classes), dim=1).indices
-        return dict(top1=float((top[:, 0] == labels).float().mean()), top5=float((top == labels[:, None]).any(1).float().mean()))
+        return dict(top1=float((top[:, 0] == labels).float().mean()),
+                    top5=float((top == labels[:, None]).any(1).float().mean()))
 
 # %% ../nbs/06_eval.ipynb #47069bde
 def load_model(checkpoint:str)->tuple[HDCModel, TrainConfig]: # a checkpoint path, or 'random:<backbone>'
@@ -188,20 +205,22 @@ def load_model(checkpoint:str)->tuple[HDCModel, TrainConfig]: # a checkpoint pat
 
 PROTOCOLS = ('retrieval', 'knn', 'linear', 'finetune')
 
-def eval_splits(dataset:str, data_root,         # the dataset kind and where it is (build_dataset)
+def eval_splits(dataset:str, data_root,        # the dataset kind and where it is (build_dataset)
                 annotations=None, split:int=1, factor:str='motion',
-                test_root=None,                 # a second collection to test on (all of it), for one without a test part
-                num_frames:int=16, stride:int=2, size:int=112, decode_size:int|None=None, clips_per_video:int=10, crops:int=1,
-                on_missing:str='error',         # listed videos that do not exist: 'error', or 'skip' them with a warning
-               )->tuple:                        # (train set, test set) with EvalClips items
+                test_root=None,                # a second collection to test on (all of it), for one without a test part
+                num_frames:int=16, stride:int=2, size:int=112, decode_size:int|None=None,
+                clips_per_video:int=10, crops:int=1,
+                on_missing:str='error',        # listed videos that do not exist: 'error', or 'skip' them with a warning
+               )->tuple:                       # (train set, test set) with EvalClips items
     "The labelled train and test sets of an evaluation: the test set has the train set's classes and none of its videos."
     sampler, transform = UniformClips(num_frames, stride, num_clips=clips_per_video), EvalClips(size, crops)
-    part = lambda root, train, classes=None: build_dataset(dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler,
-                                                           transform=transform, size=decode_short_side(size, decode_size), on_missing=on_missing)
+    part = lambda root, train, classes=None: build_dataset(
+        dataset, root, annotations, split, train=train, factor=factor, classes=classes, sampler=sampler,
+        transform=transform, size=decode_short_side(size, decode_size), on_missing=on_missing)
     train_set = part(data_root, True)
     _check_labelled(train_set, data_root)
     if test_root is None: test_set = part(data_root, False, train_set.classes)
-    else:                                            # another collection: its test part where it has one, else all of it
+    else:   # another collection: its test part where it has one, else all of it
         try: test_set = part(test_root, False, train_set.classes)
         except NoTestSet: test_set = part(test_root, True, train_set.classes)
     _check_labelled(test_set, test_root or data_root)
@@ -211,15 +230,17 @@ def eval_splits(dataset:str, data_root,         # the dataset kind and where it 
 def _check_labelled(dataset, source):
     "Refuse a dataset with unlabelled videos: every score on it would be meaningless."
     if not dataset.classes or min(dataset.labels) < 0:
-        raise ValueError(f"{source}: an unlabelled collection ({sum(l < 0 for l in dataset.labels)} of {len(dataset)} videos without a label); evaluation needs labels")
+        raise ValueError(f"{source}: an unlabelled collection ({sum(l < 0 for l in dataset.labels)} of {len(dataset)} "
+                         "videos without a label); evaluation needs labels")
 
-def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`: gallery / train set, and queries / test set
+def evaluate(model:HDCModel,
+             train_set, test_set,               # the sets of `eval_splits`: gallery / train set, and queries / test set
              protocols=('retrieval', 'knn', 'linear'),
              finetune_epochs:int=10,
-             flip:bool=True,                        # finetune: random horizontal flips (False where direction is a label)
+             flip:bool=True,                    # finetune: random horizontal flips (False where direction is a label)
              device=None, workers:int=2, progress:bool=True,
-             strict:bool=False,                     # fail on a video that does not decode, instead of leaving it out
-            )->dict:                                # {protocol: {feature key: {metric: value in 0-1}}, 'left_out': {'train'|'test': {path: reason}}}
+             strict:bool=False,                 # fail on a video that does not decode, instead of leaving it out
+            )->dict:   # {protocol: {feature key: {metric: value in 0-1}}, 'left_out': {'train'|'test': {path: reason}}}
     "Run `protocols`: the train set is the gallery and the classifiers' train set, the test set the queries and their test set."
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad: raise ValueError(f"unknown protocols {bad}; protocols are {PROTOCOLS}")
@@ -228,17 +249,23 @@ def evaluate(model:HDCModel, train_set, test_set,   # the sets of `eval_splits`:
     left_out = dict(train={}, test={})
     results, keep = {}, lambda part: None if strict else left_out[part]
     if {'retrieval', 'knn', 'linear'} & set(protocols):
-        (train_f, train_y), (test_f, test_y) = [extract_features(model, ds, device=device, workers=workers, progress=progress, left_out=keep(part))
+        (train_f, train_y), (test_f, test_y) = [extract_features(model, ds, device=device, workers=workers,
+                                                                 progress=progress, left_out=keep(part))
                                                 for ds, part in ((train_set, 'train'), (test_set, 'test'))]
-        if 'retrieval' in protocols: results['retrieval'] = {k: retrieval_recall(test_f[k], test_y, train_f[k], train_y) for k in train_f}
-        if 'knn' in protocols: results['knn'] = {k: dict(top1=knn_accuracy(train_f[k], train_y, test_f[k], test_y)) for k in train_f}
-        if 'linear' in protocols: results['linear'] = {k: dict(top1=linear_probe(train_f[k], train_y, test_f[k], test_y)['top1']) for k in train_f}
-    if 'finetune' in protocols:                     # one random augmented clip per video and epoch, of the test clips' geometry
+        if 'retrieval' in protocols:
+            results['retrieval'] = {k: retrieval_recall(test_f[k], test_y, train_f[k], train_y) for k in train_f}
+        if 'knn' in protocols:
+            results['knn'] = {k: dict(top1=knn_accuracy(train_f[k], train_y, test_f[k], test_y)) for k in train_f}
+        if 'linear' in protocols:
+            results['linear'] = {k: dict(top1=linear_probe(train_f[k], train_y, test_f[k], test_y)['top1'])
+                                 for k in train_f}
+    if 'finetune' in protocols:   # one random augmented clip per video and epoch, of the test clips' geometry
         clips = copy.copy(train_set)
         clips.sampler = RandomClip(test_set.sampler.num_frames, test_set.sampler.stride)
         clips.transform = TrainClips(SpatialAug(**AUG_PRESETS['mild'] | dict(size=test_set.transform.size, flip=flip)))
-        results['finetune'] = {f'backbone/{model.levels[-1]}': finetune(model, clips, test_set, len(train_set.classes), epochs=finetune_epochs,
-                                                                        device=device, workers=workers, progress=progress, left_out=keep('test'))}
+        results['finetune'] = {f'backbone/{model.levels[-1]}': finetune(
+            model, clips, test_set, len(train_set.classes), epochs=finetune_epochs, device=device, workers=workers,
+            progress=progress, left_out=keep('test'))}
     return results | dict(left_out=left_out)
 
 # %% ../nbs/06_eval.ipynb #f893023e
@@ -247,8 +274,11 @@ def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value
     results = {p: by_key for p, by_key in results.items() if p in PROTOCOLS}
     cols = [(p, m) for p, by_key in results.items() for m in dict.fromkeys(m for r in by_key.values() for m in r)]
     keys = list(dict.fromkeys(k for by_key in results.values() for k in by_key))
-    rows = ['| features | ' + ' | '.join(m if p == 'retrieval' else f'{p} {m}' for p, m in cols) + ' |', '|' + '---|' * (len(cols) + 1)]
-    for key in keys: rows.append(f'| {key} | ' + ' | '.join(f'{100 * results[p][key][m]:.1f}' if m in results[p].get(key, {}) else '–' for p, m in cols) + ' |')
+    rows = ['| features | ' + ' | '.join(m if p == 'retrieval' else f'{p} {m}' for p, m in cols) + ' |',
+            '|' + '---|' * (len(cols) + 1)]
+    for key in keys:
+        rows.append(f'| {key} | ' + ' | '.join(f'{100 * results[p][key][m]:.1f}' if m in results[p].get(key, {})
+                                               else '–' for p, m in cols) + ' |')
     return '\n'.join(rows)
 
 # %% ../nbs/06_eval.ipynb #abef8b03
@@ -256,7 +286,7 @@ def results_table(results:dict)->str:  # {protocol: {feature key: {metric: value
 def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or random:<backbone>
              dataset:str='synthetic',     # synthetic, ucf101, hmdb51, folder, csv, list, kinetics
              data_root:str=f'hdc_data/synthetic_{BENCHMARK}', # the videos (csv, list: the file)
-             annotations:str=None,        # split files (ucf101, hmdb51), label map (list), CSV or folder of CSVs (kinetics)
+             annotations:str=None,   # split files (ucf101, hmdb51), label map (list), CSV or folder of CSVs (kinetics)
              test_root:str=None,          # the test set, where data_root has no test part: a folder, CSV or list file
              split:int=1,                 # official split
              factor:str='motion',         # synthetic: the label, motion or appearance
@@ -272,19 +302,28 @@ def hdc_eval(checkpoint:str,              # a checkpoint of hdc_pretrain, or ran
     "Evaluate a checkpoint: retrieval R@k, kNN, linear probe, finetuning; writes JSON and markdown."
     try: model, cfg = load_model(checkpoint)
     except (FileNotFoundError, RuntimeError) as e: raise SystemExit(f"hdc_eval: {e}") from None
-    try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root, num_frames=cfg.views.num_frames,
-                                           stride=cfg.views.stride, size=cfg.views.size, decode_size=cfg.decode_side, clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
+    try: train_set, test_set = eval_splits(dataset, data_root, annotations, split, factor, test_root,
+                                           num_frames=cfg.views.num_frames, stride=cfg.views.stride,
+                                           size=cfg.views.size, decode_size=cfg.decode_side,
+                                           clips_per_video=clips_per_video, crops=crops, on_missing=on_missing)
     except (ValueError, FileNotFoundError) as e: raise SystemExit(f"hdc_eval: {e}") from None
-    try: results = evaluate(model, train_set, test_set, tuple(comma_list(protocols)), finetune_epochs, flip=not (dataset == 'synthetic' and factor == 'motion'),
-                            workers=workers, strict=strict)
+    try: results = evaluate(model, train_set, test_set, tuple(comma_list(protocols)), finetune_epochs,
+                            flip=not (dataset == 'synthetic' and factor == 'motion'), workers=workers, strict=strict)
     except VideoDecodeError as e: raise SystemExit(f"hdc_eval --strict: {e}") from None
     gone = results['left_out']
     queries = [rel for i, (rel, _) in enumerate(test_set.samples) if str(test_set.source(i)) not in gone['test']]
-    note = ''.join(f"; {len(gone[part])} {part} video(s) left out as unreadable: {', '.join(Path(p).name for p in gone[part])}" for part in ('test', 'train') if gone[part])
-    stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:') else Path('.'))/f'eval_{dataset}_{factor}'
-    write_result(stem.with_suffix('.json'), dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root, test_root=test_root, split=split, factor=factor, train_videos=len(train_set) - len(gone['train']),
-                                                         test_videos=len(queries), queries=queries, left_out=gone, results={k: v for k, v in results.items() if k in PROTOCOLS}))
-    write_result(stem.with_suffix('.md'), f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n{len(queries)} test videos (queries), '
-                                       f"{len(train_set) - len(gone['train'])} train videos (gallery){note}\n\n" + results_table(results) + '\n')
+    note = ''.join(f"; {len(gone[part])} {part} video(s) left out as unreadable: "
+                   f"{', '.join(Path(p).name for p in gone[part])}" for part in ('test', 'train') if gone[part])
+    stem = Path(out) if out else (Path(checkpoint).parent if not checkpoint.startswith('random:')
+                                  else Path('.'))/f'eval_{dataset}_{factor}'
+    write_result(stem.with_suffix('.json'), dict(checkpoint=checkpoint, dataset=dataset, data_root=data_root,
+                                                 test_root=test_root, split=split, factor=factor,
+                                                 train_videos=len(train_set) - len(gone['train']),
+                                                 test_videos=len(queries), queries=queries, left_out=gone,
+                                                 results={k: v for k, v in results.items() if k in PROTOCOLS}))
+    write_result(stem.with_suffix('.md'), f'# {checkpoint} on {dataset} (split {split}, label {factor})\n\n'
+                                          f'{len(queries)} test videos (queries), '
+                                          f"{len(train_set) - len(gone['train'])} train videos (gallery){note}\n\n" +
+                                          results_table(results) + '\n')
     if note: print(note[2:])
     print(results_table(results)); print(f'written: {stem}.json, {stem}.md')

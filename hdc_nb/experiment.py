@@ -10,13 +10,14 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
 from fastcore.script import call_parse
-from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips, build_dataset, check_disjoint,
-                         make_synthetic, prepare_cache)
+from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips,
+                         build_dataset, check_disjoint, make_synthetic, prepare_cache)
 from .augment import AUG_PRESETS, SpatialAug
 from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, write_result
 from .train import Trainer
 from .viz import plot_curves
-from .evaluate import EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe, retrieval_recall
+from .evaluate import (EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe,
+                             retrieval_recall)
 
 # %% auto #0
 __all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'LEVER_ARMS', 'WATCHED', 'FACTORS', 'TABLE_COLUMNS', 'QUICK',
@@ -28,7 +29,7 @@ __all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'LEVER_ARMS', 'WA
 # %% ../nbs/08_experiment.ipynb #cf4c0336
 EXPERIMENT_BASE = CONFIGS['experiment']   # the named config every arm changes a few keys of
 
-ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_like' gives an arm another arm's step count
+ARMS = {  # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_like' gives an arm another arm's step count
     'random init': None,
     'whole': dict(recipe='whole', levels='layer4', whole_aug='strong'),
     'whole (mild aug)': dict(recipe='whole', levels='layer4', whole_aug='mild'),
@@ -48,23 +49,31 @@ ARMS = {   # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_li
     'HDC inv., shared views': dict(weight_mode='invariance', share_views=True),
     'HDC inv., shared views, SC colour aug': dict(weight_mode='invariance', share_views=True, sc_aug='colour'),
     'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
-    'SC only, shape aug': BEST_RECIPE,             # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
+    'SC only, shape aug': BEST_RECIPE,   # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
     'HDC inv., shared views, SC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape'),
     'HDC inv., SC still, SC shape aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='shape'),
-    'HDC, shared views, SC shape aug, SC x3': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=3,sc/layer3=3,sc/layer4=3'),
-    'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape', loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
-    'SC only, shape aug, HDC steps': dict(recipe='sc_only', sc_aug='shape', steps_like='HDC inv., shared views, SC shape aug'),
-    'HDC inv., shared views, SC and TC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape', tc_aug='shape'),
-    'HDC inv., shared views, SC shape aug, TC grad 0.1': dict(weight_mode='invariance', share_views=True, sc_aug='shape', grad_scales='tc=0.1'),
-    'HDC inv., shared views, SC shape aug, TC grad 0.3': dict(weight_mode='invariance', share_views=True, sc_aug='shape', grad_scales='tc=0.3'),
+    'HDC, shared views, SC shape aug, SC x3': dict(share_views=True, sc_aug='shape',
+                                                   loss_weights='sc/layer2=3,sc/layer3=3,sc/layer4=3'),
+    'HDC, shared views, SC shape aug, SC top, TC below': dict(share_views=True, sc_aug='shape',
+                                                              loss_weights='sc/layer2=0,sc/layer3=0,tc/layer4=0'),
+    'SC only, shape aug, HDC steps': dict(recipe='sc_only', sc_aug='shape',
+                                          steps_like='HDC inv., shared views, SC shape aug'),
+    'HDC inv., shared views, SC and TC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape',
+                                                        tc_aug='shape'),
+    'HDC inv., shared views, SC shape aug, TC grad 0.1': dict(weight_mode='invariance', share_views=True,
+                                                              sc_aug='shape', grad_scales='tc=0.1'),
+    'HDC inv., shared views, SC shape aug, TC grad 0.3': dict(weight_mode='invariance', share_views=True,
+                                                              sc_aug='shape', grad_scales='tc=0.3'),
 }
 DEMO_ARM = 'SC only, shape aug'
 MAIN_ARMS = ('random init', 'whole', 'SC only', 'SC only, shape aug', 'TC only', 'HDC inv., shared views, SC shape aug',
              'HDC inv., shared views, SC shape aug, TC grad 0.1')  # the v3 table, 3 seeds
 LEVER_ARMS = ('HDC inv., SC still, SC shape aug', 'HDC, shared views, SC shape aug, SC x3',
               'HDC, shared views, SC shape aug, SC top, TC below', 'SC only, shape aug, HDC steps',
-              'HDC inv., shared views, SC and TC shape aug', 'HDC inv., shared views, SC shape aug, TC grad 0.3')   # tried on v3 at one seed
-WATCHED = ('whole', DEMO_ARM, 'TC only', 'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
+              'HDC inv., shared views, SC and TC shape aug',
+              'HDC inv., shared views, SC shape aug, TC grad 0.3')   # tried on v3 at one seed
+WATCHED = ('whole', DEMO_ARM, 'TC only',
+           'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
 
 # %% ../nbs/08_experiment.ipynb #93ed97ed
 def clips_per_video(changes:dict)->int:
@@ -84,15 +93,16 @@ def arm_config(arm:str,              # a key of `ARMS`
     like = ARMS[arm].get('steps_like', arm)
     batch = (EXPERIMENT_BASE | changes).get('batch_size')
     steps = max(1, round(clip_budget / (batch * clips_per_video(ARMS[like] | changes))))
-    return EXPERIMENT_BASE | arm_changes | changes | dict(steps=steps, seed=seed, data_root=str(data_root), cache=cache and str(cache), out_dir=str(out_dir))
+    return EXPERIMENT_BASE | arm_changes | changes | dict(steps=steps, seed=seed, data_root=str(data_root),
+                                                          cache=cache and str(cache), out_dir=str(out_dir))
 
 # %% ../nbs/08_experiment.ipynb #67b1b8f2
 FACTORS = ('appearance', 'motion')
 
 def _split_features(model, data_root, cache, num_frames, stride, size, decode_size, clips, workers=0)->tuple:
     "The synthetic train and test sets (checked disjoint) and `model`'s features of each: one pass per split."
-    sets = [build_dataset('synthetic', data_root, train=t, sampler=UniformClips(num_frames, stride, num_clips=clips), transform=EvalClips(size),
-                          size=decode_size, cache=cache) for t in (True, False)]
+    sets = [build_dataset('synthetic', data_root, train=t, sampler=UniformClips(num_frames, stride, num_clips=clips),
+                          transform=EvalClips(size), size=decode_size, cache=cache) for t in (True, False)]
     check_disjoint(*sets)
     (train_f, _), (test_f, _) = [extract_features(model, ds, workers=workers, progress=False) for ds in sets]
     return sets, train_f, test_f
@@ -109,9 +119,11 @@ def evaluate_factors(model,                # an HDCModel
                      num_frames:int=8, stride:int=2, size:int=32, decode_size:int=36,
                      clips:int=4,            # uniformly spaced clips per video
                      levels:tuple|None=None, # probe the feature keys at these levels (default: all)
-                     workers:int=0)->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'R@1': r, 'R@5': r}}}}
+                     workers:int=0,
+                    )->dict:   # {factor: {'linear'|'knn': {key: acc}, 'retrieval': {key: {'R@1': r, 'R@5': r}}}}
     "Linear probe and kNN on both factors, and motion retrieval, for every feature key of `model` (at `levels`)."
-    sets, train_f, test_f = _split_features(model, data_root, cache, num_frames, stride, size, decode_size, clips, workers)
+    sets, train_f, test_f = _split_features(model, data_root, cache,
+                                            num_frames, stride, size, decode_size, clips, workers)
     keep = lambda k: levels is None or k.split('/')[1] in levels
     train_f, test_f = {k: v for k, v in train_f.items() if keep(k)}, {k: v for k, v in test_f.items() if keep(k)}
     meta = _metadata(data_root)
@@ -122,7 +134,8 @@ def evaluate_factors(model,                # an HDCModel
         out[factor] = dict(linear={k: linear_probe(train_f[k], ytr, test_f[k], yte)['top1'] for k in train_f},
                            knn={k: knn_accuracy(train_f[k], ytr, test_f[k], yte) for k in train_f})
         if factor == 'motion':
-            out[factor]['retrieval'] = {k: retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5)) for k in train_f}
+            out[factor]['retrieval'] = {k: retrieval_recall(test_f[k], yte, train_f[k], ytr, ks=(1, 5))
+                                        for k in train_f}
     return out
 
 # %% ../nbs/08_experiment.ipynb #a4a186c9
@@ -140,7 +153,8 @@ def nuisance_probe(model, data_root, cache=None, keys:tuple=('pooled/layer4', 's
             train_v, test_v = np.digitize(train_v, edges), np.digitize(test_v, edges)
         if len(set(train_v)) < 2: continue          # not varied in this dataset (e.g. no drift in the old presets)
         for k in keys:
-            if k in train_f: out.setdefault(k, {})[n] = linear_probe(train_f[k], train_v.astype(int), test_f[k], test_v.astype(int))['top1']
+            if k in train_f: out.setdefault(k, {})[n] = linear_probe(train_f[k], train_v.astype(int),
+                                                                     test_f[k], test_v.astype(int))['top1']
     return out
 
 # %% ../nbs/08_experiment.ipynb #09163777
@@ -150,8 +164,9 @@ def supervised_sets(data_root, cache=None, factor:str='motion',
     "The labelled train set (one random clip per video and epoch, augmented) and test set (4 uniform clips) of `factor`."
     cfg = make_config(EXPERIMENT_BASE | changes, check_paths=False)
     views = cfg.views
-    split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor, sampler=sampler,
-                                                            transform=transform, size=cfg.decode_side, cache=cache)
+    split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor,
+                                                            sampler=sampler, transform=transform,
+                                                            size=cfg.decode_side, cache=cache)
     train_clips = TrainClips(SpatialAug(**AUG_PRESETS[aug] | dict(size=views.size, flip=views.flip)))
     return (split(True, RandomClip(views.num_frames, views.stride), train_clips),
             split(False, UniformClips(views.num_frames, views.stride, num_clips=4), EvalClips(views.size)))
@@ -166,14 +181,15 @@ def supervised_reference(data_root, cache=None,
     "Test top-1 of a random-init backbone finetuned on `factor`'s labels."
     model = build_model(make_config(EXPERIMENT_BASE | changes, check_paths=False), seed=seed)
     train_set, test_set = supervised_sets(data_root, cache, factor, aug, **changes)
-    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
-                    optimizer=optimizer, workers=0, progress=False, seed=seed)['top1']
+    return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=lr, batch_size=batch_size,
+                    weight_decay=weight_decay, optimizer=optimizer, workers=0, progress=False, seed=seed)['top1']
 
 def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=20, **changes)->dict:
     "`supervised_reference` on both factors, computed once and kept in out_dir/supervised.json."
     path = Path(out_dir)/'supervised.json'
     if path.exists(): return json.loads(path.read_text())
-    cache = prepare_experiment_data(data_root, preset, make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
+    cache = prepare_experiment_data(data_root, preset,
+                                    make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
     refs = {factor: supervised_reference(data_root, cache, factor, epochs, **changes) for factor in FACTORS}
     write_result(path, refs)
     return refs
@@ -181,7 +197,8 @@ def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=2
 # %% ../nbs/08_experiment.ipynb #6775cb95
 def arm_slug(arm:str)->str: return re.sub(r'[^a-z0-9]+', '_', arm.lower()).strip('_')
 
-def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=40_000, threads:int|None=None, **changes)->dict:
+def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=40_000, threads:int|None=None,
+            **changes)->dict:
     "Train and evaluate one (arm, seed); the result dict (also in out_dir/<arm>/seed<seed>/result.json)."
     run_dir = Path(out_dir)/arm_slug(arm)/f'seed{seed}'
     done = run_dir/'result.json'
@@ -192,13 +209,16 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     if values is None: model, steps, last = build_model(cfg, seed=seed), 0, {}
     else:
         cut_short = bool(checkpoints(run_dir))
-        trainer = Trainer(make_config(values), resume=cut_short, overwrite=not cut_short)   # a run cut short continues from its checkpoint, or starts again
+        trainer = Trainer(make_config(values), resume=cut_short,
+                          overwrite=not cut_short)   # a run cut short continues from its checkpoint, or starts again
         trainer.fit()
-        model, steps, last = trainer.model, values['steps'], json.loads((run_dir/'metrics.jsonl').read_text().splitlines()[-1])
-    evaluation = evaluate_factors(model, data_root, cache, cfg.views.num_frames, cfg.views.stride, cfg.views.size, cfg.decode_side,
-                                  levels=model.levels[-1:])
+        model, steps, last = (trainer.model, values['steps'],
+                              json.loads((run_dir/'metrics.jsonl').read_text().splitlines()[-1]))
+    evaluation = evaluate_factors(model, data_root, cache, cfg.views.num_frames, cfg.views.stride, cfg.views.size,
+                                  cfg.decode_side, levels=model.levels[-1:])
     result = dict(arm=arm, seed=seed, steps=steps, config=values, wall_s=time.perf_counter() - start,
-                  train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')}, eval=evaluation)
+                  train={k: v for k, v in last.items() if k.split('/')[0] in ('acc', 'hard_acc', 'loss', 'weight')},
+                  eval=evaluation)
     write_result(done, result)
     return result
 
@@ -208,17 +228,21 @@ def prepare_experiment_data(data_root, preset:str=BENCHMARK, decode_size:int=36)
     data_root = Path(data_root)
     if not (data_root/'train.csv').exists(): make_synthetic(data_root, **SYNTHETIC_PRESETS[preset])
     cache = data_root.parent/f'{data_root.name}_cache{decode_size}'
-    for train in (True, False): prepare_cache(build_dataset('synthetic', data_root, train=train), cache, size=decode_size)
+    for train in (True, False):
+        prepare_cache(build_dataset('synthetic', data_root, train=train), cache, size=decode_size)
     return cache
 
 def _run(args): return run_arm(*args[:5], **args[5])
 
-def run_experiment(out_dir=f'hdc_runs/experiment_{BENCHMARK}', data_root=f'hdc_data/synthetic_{BENCHMARK}', arms=MAIN_ARMS, seeds:int=3,
+def run_experiment(out_dir=f'hdc_runs/experiment_{BENCHMARK}', data_root=f'hdc_data/synthetic_{BENCHMARK}',
+                   arms=MAIN_ARMS, seeds:int=3,
                    clip_budget:int=40_000, jobs:int=2, preset:str=BENCHMARK, progress:bool=True, **changes)->list[dict]:
     "Every (arm, seed), resumable; the list of results, arm by arm."
     from tqdm.auto import tqdm
-    cache = prepare_experiment_data(data_root, preset, make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
-    todo = [(a, s, out_dir, data_root, cache, dict(clip_budget=clip_budget, threads=max(1, (os.cpu_count() or 1) // jobs)) | changes)
+    cache = prepare_experiment_data(data_root, preset,
+                                    make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
+    todo = [(a, s, out_dir, data_root, cache,
+             dict(clip_budget=clip_budget, threads=max(1, (os.cpu_count() or 1) // jobs)) | changes)
             for s in range(seeds) for a in arms]
     todo.sort(key=lambda t: ARMS[t[0]] is None)     # seed by seed (a whole first table early), untrained arms last
     bar = tqdm(total=len(todo), desc='runs', disable=not progress)
@@ -252,18 +276,21 @@ def experiment_rows(results:list[dict], level:str='layer4', metric:str='linear')
             row.setdefault(f'{name} mean', []).append(sum(accs.values()) / 2)
         for head in ('sc', 'tc'):
             for f in FACTORS:
-                if f'{head}/{level}' in r['eval'][f][metric]: row.setdefault(f'{head.upper()} {f}', []).append(r['eval'][f][metric][f'{head}/{level}'])
+                if f'{head}/{level}' in r['eval'][f][metric]:
+                    row.setdefault(f'{head.upper()} {f}', []).append(r['eval'][f][metric][f'{head}/{level}'])
         for n in ('R@1', 'R@5'): row.setdefault(f'{n} motion', []).append(r['eval']['motion']['retrieval'][key][n])
     return list(rows.values())
 
-TABLE_COLUMNS = ('backbone appearance', 'backbone motion', 'backbone mean', 'heads appearance', 'heads motion', 'heads mean',
+TABLE_COLUMNS = ('backbone appearance', 'backbone motion', 'backbone mean',
+                 'heads appearance', 'heads motion', 'heads mean',
                  'SC appearance', 'SC motion', 'TC appearance', 'TC motion', 'R@1 motion', 'R@5 motion')
 
 def experiment_table(results:list[dict], level:str='layer4', metric:str='linear', columns:tuple=TABLE_COLUMNS)->str:
     "Markdown: one row per arm, mean ± std over seeds of each column."
     lines = ['| arm | steps | ' + ' | '.join(columns) + ' |', '|---|---|' + '---|' * len(columns)]
     for row in experiment_rows(results, level, metric):
-        lines.append(f"| {row['arm']} | {row['steps']} | " + ' | '.join(_mean_std(row[c]) if c in row else '–' for c in columns) + ' |')
+        lines.append(f"| {row['arm']} | {row['steps']} | " +
+                     ' | '.join(_mean_std(row[c]) if c in row else '–' for c in columns) + ' |')
     return '\n'.join(lines)
 
 # %% ../nbs/08_experiment.ipynb #ff139d49
@@ -276,10 +303,12 @@ def plot_experiment(results:list[dict], level:str='layer4', path=None):
     for ax, name in zip(axs, ('backbone', 'heads')):
         for j, (factor, chance) in enumerate(zip(FACTORS, (1 / 4, 1 / 8))):
             vals = [100 * np.array(r[f'{name} {factor}']) for r in rows]
-            bars = ax.bar(x + (j - 0.5) * 0.38, [v.mean() for v in vals], 0.38, yerr=[v.std() for v in vals], label=factor, capsize=2)
+            bars = ax.bar(x + (j - 0.5) * 0.38, [v.mean() for v in vals], 0.38, yerr=[v.std() for v in vals],
+                          label=factor, capsize=2)
             ax.axhline(100 * chance, ls=':', color=bars.patches[0].get_facecolor())
         ax.set_xticks(x, [r['arm'] for r in rows], rotation=40, ha='right', fontsize=8)
-        ax.set_title(f"{'pooled backbone' if name == 'backbone' else 'the arm’s own heads'} ({level}), linear probe", fontsize=10)
+        ax.set_title(f"{'pooled backbone' if name == 'backbone' else 'the arm’s own heads'} ({level}), linear probe",
+                     fontsize=10)
     axs[0].set_ylabel('accuracy (%)'); axs[0].legend(fontsize=8)
     plt.tight_layout()
     if path: fig.savefig(path, dpi=100); plt.close(fig)
@@ -291,12 +320,14 @@ def plot_subtask_accuracy(out_dir, arms:tuple=WATCHED, seed:int=0, path=None):
     import matplotlib.pyplot as plt
     fig, axs = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.4), sharey=True, squeeze=False)
     for ax, arm in zip(axs[0], arms):
-        rows = [json.loads(line) for line in (Path(out_dir)/arm_slug(arm)/f'seed{seed}'/'metrics.jsonl').read_text().splitlines()]
+        rows = [json.loads(line)
+                for line in (Path(out_dir)/arm_slug(arm)/f'seed{seed}'/'metrics.jsonl').read_text().splitlines()]
         terms = [k.split('/', 1)[1] for k in rows[0] if k.startswith('acc/')]
         for i, term in enumerate(terms):
             colour = f'C{i}'
             ax.plot([r['step'] for r in rows], [100 * r[f'acc/{term}'] for r in rows], color=colour, label=term)
-            if f'hard_acc/{term}' in rows[0]: ax.plot([r['step'] for r in rows], [100 * r[f'hard_acc/{term}'] for r in rows], color=colour, ls='--')
+            if f'hard_acc/{term}' in rows[0]:
+                ax.plot([r['step'] for r in rows], [100 * r[f'hard_acc/{term}'] for r in rows], color=colour, ls='--')
         ax.set_title(arm, fontsize=10); ax.set_xlabel('step'); ax.legend(fontsize=7)
     axs[0, 0].set_ylabel('accuracy (%)')
     plt.tight_layout()
@@ -315,28 +346,35 @@ def experiment_report(results:list[dict], out_dir, wall_s:float, supervised:dict
     watched = [a for a in WATCHED if any(r['arm'] == a for r in results)]
     if watched: plot_subtask_accuracy(out, watched, path=out/'accuracy.png')
     seeds = max(r['seed'] for r in results) + 1
-    lines = ['# The decoupling experiment', '', f"{len(results)} runs ({seeds} seeds); {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-             f"torch {torch.__version__}; wall time {wall_s / 60:.1f} min (this invocation), {sum(r['wall_s'] for r in results) / 60:.1f} min of run time in total.", '', '## Linear probe at layer4 (accuracy %, mean ± std over seeds)', '',
-             experiment_table(results), '', *([f"Supervised reference (tiny3d trained with the labels, test top-1): appearance {100 * supervised['appearance']:.1f}, "
-             f"motion {100 * supervised['motion']:.1f}.", ''] if supervised else []), '## kNN at layer4', '', experiment_table(results, metric='knn', columns=TABLE_COLUMNS[:-2]),
-             '', '![figure](figure.png)', '', *(['![contrastive accuracy during training](accuracy.png)', ''] if watched else [])]
+    lines = ['# The decoupling experiment', '',
+             f"{len(results)} runs ({seeds} seeds); {platform.processor() or platform.machine()}, "
+             f"{os.cpu_count()} CPU cores, torch {torch.__version__}; wall time {wall_s / 60:.1f} min "
+             f"(this invocation), {sum(r['wall_s'] for r in results) / 60:.1f} min of run time in total.",
+             '', '## Linear probe at layer4 (accuracy %, mean ± std over seeds)', '', experiment_table(results), '',
+             *([f"Supervised reference (tiny3d trained with the labels, test top-1): "
+                f"appearance {100 * supervised['appearance']:.1f}, motion {100 * supervised['motion']:.1f}.", '']
+               if supervised else []),
+             '## kNN at layer4', '', experiment_table(results, metric='knn', columns=TABLE_COLUMNS[:-2]),
+             '', '![figure](figure.png)', '',
+             *(['![contrastive accuracy during training](accuracy.png)', ''] if watched else [])]
     return write_result(out/'table.md', '\n'.join(lines))
 
 @call_parse
-def hdc_experiment(out_dir:str=None,                        # runs, results.json, table.md, figure.png (default: hdc_runs/experiment_<preset>)
+def hdc_experiment(out_dir:str=None,  # runs, results.json, table.md, figure.png (default: hdc_runs/experiment_<preset>)
                    data_root:str=None,                       # the synthetic dataset, made here if absent (default: hdc_data/synthetic_<preset>)
-                   preset:str=BENCHMARK,                     # its preset (v2, demo: the earlier benchmarks, for the record)
+                   preset:str=BENCHMARK,   # its preset (v2, demo: the earlier benchmarks, for the record)
                    seeds:int=3,                              # seeds per arm
                    clip_budget:int=40_000,                   # clips through the network per run
                    jobs:int=2,                               # runs at a time (each in its own process)
                    quick:bool=False,                         # the 3-minute variant (tiny data, 3 arms, 1 seed)
-                   arms:str=None,                            # arm names separated by ';' (names hold commas; default: MAIN_ARMS; all: every arm)
+                   arms:str=None,   # arm names separated by ';' (names hold commas; default: MAIN_ARMS; all: every arm)
                   ):
     "Run every arm of the decoupling experiment, resumably, and write the table and figure."
     start = time.perf_counter()
     preset = QUICK['preset'] if quick else preset        # each preset in its own folders: a quick run never lands in the benchmark's
     out_dir, data_root = out_dir or f'hdc_runs/experiment_{preset}', data_root or f'hdc_data/synthetic_{preset}'
-    if quick: results = run_experiment(out_dir, data_root, QUICK['arms'], QUICK['seeds'], QUICK['clip_budget'], jobs, QUICK['preset'], **QUICK['changes'])
+    if quick: results = run_experiment(out_dir, data_root, QUICK['arms'], QUICK['seeds'], QUICK['clip_budget'], jobs,
+                                       QUICK['preset'], **QUICK['changes'])
     else:
         chosen = tuple(ARMS) if arms == 'all' else tuple(a.strip() for a in arms.split(';')) if arms else MAIN_ARMS
         unknown = [a for a in chosen if a not in ARMS]
@@ -347,27 +385,37 @@ def hdc_experiment(out_dir:str=None,                        # runs, results.json
     print(f"table: {experiment_report(results, out_dir, time.perf_counter() - start, supervised)}")
 
 # %% ../nbs/08_experiment.ipynb #ff37c6f3
-DEMO_BAR = dict(motion=0.20, appearance=0.10)   # gain over random init (linear probe, pooled last level) that counts as learned
+DEMO_BAR = dict(motion=0.20,
+                appearance=0.10)   # gain over random init (linear probe, pooled last level) that counts as learned
 
 def demo_report(trained:dict, random_init:dict,  # run_arm results of DEMO_ARM and of random init
                 out_dir, wall_s:float)->tuple[Path, str]:
     "report.md, results.json and curves.png of the demo in `out_dir`; and its one-line verdict."
     out, key = Path(out_dir), f"pooled/{_head_key(trained, 'layer4').split('/')[1]}"
-    write_result(out/'results.json', {f'{name}/{f}': r['eval'][f] for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS})
+    write_result(out/'results.json', {f'{name}/{f}': r['eval'][f]
+                                      for name, r in (('HDC', trained), ('random init', random_init)) for f in FACTORS})
     gain = {f: trained['eval'][f]['linear'][key] - random_init['eval'][f]['linear'][key] for f in FACTORS}
     learned = all(gain[f] >= DEMO_BAR[f] for f in FACTORS)
-    verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: {trained['arm']} is {100 * gain['motion']:+.1f} points over random init on motion "
-               f"and {100 * gain['appearance']:+.1f} on appearance (linear probe, {key}; the bar is +{100 * DEMO_BAR['motion']:.0f} and +{100 * DEMO_BAR['appearance']:.0f}).")
+    verdict = (f"{'Learned both factors' if learned else 'Did NOT learn both factors'}: "
+               f"{trained['arm']} is {100 * gain['motion']:+.1f} points over random init on motion "
+               f"and {100 * gain['appearance']:+.1f} on appearance (linear probe, {key}; "
+               f"the bar is +{100 * DEMO_BAR['motion']:.0f} and +{100 * DEMO_BAR['appearance']:.0f}).")
     plot_curves(out/arm_slug(trained['arm'])/f"seed{trained['seed']}", out/'curves.png')
-    rows = [f"| {k} | " + ' | '.join(f"{100 * r['eval'][f][m].get(k, float('nan')):.1f}" for f in FACTORS for m in ('linear', 'knn') for r in (trained, random_init)) + ' |'
+    rows = [f"| {k} | " + ' | '.join(f"{100 * r['eval'][f][m].get(k, float('nan')):.1f}"
+                                     for f in FACTORS for m in ('linear', 'knn') for r in (trained, random_init)) + ' |'
             for k in trained['eval']['motion']['linear']]
-    lines = ['# hdc_demo', '', f'**{verdict}**', '', f"- recipe: arm `{trained['arm']}` of the decoupling experiment ({json.dumps(ARMS[trained['arm']])} on its base), "
-             f"{trained['steps']} steps of {trained['config']['batch_size']} videos, `{trained['config']['backbone']}`, "
-             f"{trained['config']['num_frames']}x{trained['config']['crop_size']}x{trained['config']['crop_size']} clips",
-             f"- data: `{trained['config']['data_root']}` (test split as queries / probe test set, train split as gallery / probe train set)",
+    lines = ['# hdc_demo', '', f'**{verdict}**', '',
+             f"- recipe: arm `{trained['arm']}` of the decoupling experiment ({json.dumps(ARMS[trained['arm']])} "
+             f"on its base), {trained['steps']} steps of {trained['config']['batch_size']} videos, "
+             f"`{trained['config']['backbone']}`, {trained['config']['num_frames']}x{trained['config']['crop_size']}x"
+             f"{trained['config']['crop_size']} clips",
+             f"- data: `{trained['config']['data_root']}` (test split as queries / probe test set, "
+             "train split as gallery / probe train set)",
              f"- wall time {wall_s / 60:.1f} min from the start of this invocation", '',
-             '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN') for n in ('trained', 'random')) + ' |',
-             '|---|' + '---|' * 8, *rows, '', 'Accuracies in %; chance is 25 (appearance) and 12.5 (motion).', '', '![training curves](curves.png)', '']
+             '| features | ' + ' | '.join(f'{f} {m} {n}' for f in FACTORS for m in ('linear', 'kNN')
+                                          for n in ('trained', 'random')) + ' |',
+             '|---|' + '---|' * 8, *rows, '', 'Accuracies in %; chance is 25 (appearance) and 12.5 (motion).', '',
+             '![training curves](curves.png)', '']
     return write_result(out/'report.md', '\n'.join(lines)), verdict
 
 @call_parse
@@ -378,6 +426,7 @@ def hdc_demo(out_dir:str='hdc_runs/demo',              # where the runs, report.
     "Make the benchmark's synthetic dataset if absent, pretrain the experiment's best recipe with tiny3d on the CPU, evaluate it and a random-init network, write the report."
     start = time.perf_counter()
     cache = prepare_experiment_data(data_root, BENCHMARK, EXPERIMENT_BASE['decode_size'])
-    trained, random_init = [run_arm(arm, seed, out_dir, data_root, cache, clip_budget, threads=os.cpu_count(), progress=True) for arm in (DEMO_ARM, 'random init')]
+    trained, random_init = [run_arm(arm, seed, out_dir, data_root, cache, clip_budget, threads=os.cpu_count(),
+                                    progress=True) for arm in (DEMO_ARM, 'random init')]
     report, verdict = demo_report(trained, random_init, out_dir, time.perf_counter() - start)
     print(f"report: {report}\n{verdict}")

@@ -45,8 +45,8 @@ def info_nce(q:torch.Tensor,                      # (N,D) unit vectors: the anch
              negatives:torch.Tensor|None=None,    # (M,D) negatives shared by every anchor (a queue)
              hard_negatives:torch.Tensor|None=None, # (N,H,D) negatives of each pair (reversed, shuffled, other times)
              temperature:float=0.1,               # similarities are divided by this
-             in_batch:bool=True,                  # SimCLR form (both sides anchor, in-batch negatives); False: MoCo form
-            )->tuple[torch.Tensor, dict]:         # the loss, and {'pos_sim', 'neg_sim', 'acc', 'hard_acc'} (detached means)
+             in_batch:bool=True,                 # SimCLR form (both sides anchor, in-batch negatives); False: MoCo form
+            )->tuple[torch.Tensor, dict]:     # the loss, and {'pos_sim', 'neg_sim', 'acc', 'hard_acc'} (detached means)
     "InfoNCE of the pairs (q_i, k_i) against in-batch, queue and per-pair hard negatives."
     if q.shape != k.shape: raise ValueError(f"q {tuple(q.shape)} and k {tuple(k.shape)} must have the same shape")
     n = len(q)
@@ -76,9 +76,12 @@ def info_nce(q:torch.Tensor,                      # (N,D) unit vectors: the anch
         is_neg = torch.isfinite(sims)
         is_neg[rows, pos] = False
         best_neg = sims.masked_fill(~is_neg, float('-inf')).max(1).values
-        stats = dict(pos_sim=(q * k).sum(-1).mean(), neg_sim=sims[is_neg].mean() if is_neg.any() else sims.new_tensor(0.),
+        stats = dict(pos_sim=(q * k).sum(-1).mean(),
+                     neg_sim=sims[is_neg].mean() if is_neg.any() else sims.new_tensor(0.),
                      acc=(sims[rows, pos] > best_neg).float().mean())   # positive ranked first (a tie counts as a miss)
-        if hard_negatives is not None: stats['hard_acc'] = (sims[rows, pos] > sims[:, -hard.shape[1]:].max(1).values).float().mean()   # above its hard negatives
+        if hard_negatives is not None:
+            stats['hard_acc'] = (sims[rows, pos] >
+                                 sims[:, -hard.shape[1]:].max(1).values).float().mean()   # above its hard negatives
     return loss, stats
 
 # %% ../nbs/04_loss.ipynb #a872c624
@@ -113,10 +116,12 @@ class HierarchicalLoss(nn.Module):
         super().__init__()
         if mode not in WEIGHT_MODES: raise ValueError(f"weight mode {mode!r} is not one of {WEIGHT_MODES}")
         self.names = [f"{s}/{l}" for s, l in terms]
-        self.terms, self.mode, self.temperature, self.ema, self.floor, self.in_batch = list(terms), mode, temperature, ema, floor, in_batch
+        (self.terms, self.mode, self.temperature, self.ema, self.floor,
+         self.in_batch) = list(terms), mode, temperature, ema, floor, in_batch
         given = weights or {}
         unknown = set(given) - set(self.names)
-        if unknown: raise ValueError(f"weights given for {sorted(unknown)}, which are not terms; the terms are {self.names}")
+        if unknown: raise ValueError(f"weights given for {sorted(unknown)}, which are not terms; "
+                                     f"the terms are {self.names}")
         self.register_buffer('fixed', torch.tensor([float(given.get(n, 1.0)) for n in self.names]))
         self.register_buffer('margin', torch.full((len(terms),), float('nan')))   # EMA of pos - neg similarity
         if mode == 'learned': self.log_vars = nn.Parameter(torch.zeros(len(terms)))
@@ -132,7 +137,7 @@ class HierarchicalLoss(nn.Module):
                 k:dict,                      # the same for the other side
                 hard_negatives:dict|None=None, # {subtask: {level: (N,H,D)}}, where a subtask has them
                 queues:dict|None=None,       # {'sc/layer4': Queue, ...} in the MoCo form
-                update:bool=True,            # invariance mode, training: advance the margins' moving average with this batch's
+                update:bool=True,     # invariance mode, training: advance the margins' moving average with this batch's
                )->tuple[torch.Tensor, dict]: # the total, and {'loss/sc/layer4': ..., 'weight/...', 'pos_sim/...', 'neg_sim/...', 'acc/...'}
         losses, logs, margins = [], {}, []
         for name, (s, l) in zip(self.names, self.terms):

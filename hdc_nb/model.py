@@ -71,7 +71,8 @@ def create_backbone(name:str,             # a key of `BACKBONES`
         state = state.get('state_dict', state)
         missing, unexpected = model.load_state_dict(state, strict=False)
         loaded = len(state) - len(unexpected)
-        if loaded == 0: raise ValueError(f"{weights}: no tensor in it matches backbone {name!r} (first keys: {list(state)[:3]})")
+        if loaded == 0:
+            raise ValueError(f"{weights}: no tensor in it matches backbone {name!r} (first keys: {list(state)[:3]})")
     return model
 
 # %% ../nbs/03_model.ipynb #407883c5
@@ -82,7 +83,8 @@ class ProjectionHead(nn.Module):
                  hidden_dim:int|None=None):    # hidden width (default: `in_dim`)
         super().__init__()
         hidden_dim = hidden_dim or in_dim
-        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden_dim, out_dim))
     def forward(self, x): return F.normalize(self.mlp(x), dim=-1)
 
 # %% ../nbs/03_model.ipynb #4f9a7dcd
@@ -97,7 +99,7 @@ def scale_grad(x:torch.Tensor, scale:float)->torch.Tensor:
     "`x` unchanged, with only `scale` times its gradient passed back (0: detached)."
     return x if scale == 1 else x.detach() if scale == 0 else _ScaleGrad.apply(x, scale)
 
-def _key(subtask:str, level:str)->str: return f"{subtask}:{level}".replace('.', '_')   # ModuleDict keys cannot hold dots
+def _key(subtask:str, level:str)->str: return f"{subtask}:{level}".replace('.', '_')  # ModuleDict keys cannot hold dots
 
 class HDCModel(nn.Module):
     "A backbone tapped at several stages, with a projection head per (level, subtask)."
@@ -117,12 +119,14 @@ class HDCModel(nn.Module):
         self.backbone_name, self.levels, self.subtasks = backbone, levels, tuple(subtasks)
         self.grad_scales = dict(grad_scales or {})
         strangers = sorted(set(self.grad_scales) - set(self.subtasks))
-        if strangers: raise ValueError(f"grad_scales given for {strangers}, which are not subtasks; the subtasks are {list(self.subtasks)}")
+        if strangers: raise ValueError(f"grad_scales given for {strangers}, which are not subtasks; "
+                                       f"the subtasks are {list(self.subtasks)}")
         if any(not 0 <= g < float('inf') for g in self.grad_scales.values()):
             raise ValueError(f"grad_scales {self.grad_scales} must be finite and 0 or more")
         self.body = create_feature_extractor(net, return_nodes={l: l for l in levels})
         self.dims = self._stage_dims()
-        self.heads = nn.ModuleDict({_key(s, l): ProjectionHead(self.dims[l], proj_dim, hidden_dim) for s in self.subtasks for l in levels})
+        self.heads = nn.ModuleDict({_key(s, l): ProjectionHead(self.dims[l], proj_dim, hidden_dim)
+                                    for s in self.subtasks for l in levels})
 
     @torch.no_grad()
     def _stage_dims(self)->dict:
@@ -146,7 +150,8 @@ class HDCModel(nn.Module):
     def features(self, x:torch.Tensor)->dict:  # (B,3,T,H,W) normalised clips
         "Everything evaluation looks at, in one pass: {'pooled/<level>': (B,C), '<subtask>/<level>': (B,proj_dim)}."
         feats = self.pooled(x)
-        return {f'pooled/{l}': f for l, f in feats.items()} | {f'{s}/{l}': self.heads[_key(s, l)](feats[l]) for s in self.subtasks for l in self.levels}
+        return {f'pooled/{l}': f for l, f in feats.items()} | {f'{s}/{l}': self.heads[_key(s, l)](feats[l])
+                                                               for s in self.subtasks for l in self.levels}
 
 # %% ../nbs/03_model.ipynb #e66e00d4
 class MomentumEncoder(nn.Module):

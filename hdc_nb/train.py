@@ -14,8 +14,8 @@ from fastcore.script import call_parse
 from .data import BENCHMARK, SYNTHETIC_PRESETS, build_dataset, make_synthetic
 from .model import HDCModel, MomentumEncoder
 from .loss import HierarchicalLoss, Queue
-from .config import (CheckpointError, TrainConfig, build_model, checkpoints, config_cli, make_config, named_numbers,
-                           read_checkpoint, validate, view_recipe)
+from .config import (CheckpointError, TrainConfig, build_model, checkpoints, config_cli, make_config,
+                           named_numbers, read_checkpoint, validate, view_recipe)
 
 # %% auto #0
 __all__ = ['RESUMABLE_CHANGES', 'hdc_pretrain', 'StepSampler', 'ContrastStep', 'lr_factor', 'cpu_bf16_native', 'autocast_dtype',
@@ -30,8 +30,10 @@ class StepSampler(torch.utils.data.Sampler):
                  rank:int=0, world:int=1,   # this rank, and how many there are
                  seed:int=0):
         if global_batch % world: raise ValueError(f"batch_size {global_batch} does not split over {world} ranks")
-        if size < global_batch: raise ValueError(f"the dataset has {size} videos, fewer than one batch of {global_batch}")
-        self.size, self.global_batch, self.start, self.stop, self.rank, self.world, self.seed = size, global_batch, start, stop, rank, world, seed
+        if size < global_batch:
+            raise ValueError(f"the dataset has {size} videos, fewer than one batch of {global_batch}")
+        self.size, self.global_batch, self.start, self.stop, self.rank, self.world, self.seed = (
+            size, global_batch, start, stop, rank, world, seed)
         self.per_rank = global_batch // world
 
     def __len__(self): return max(0, self.stop - self.start)
@@ -40,8 +42,11 @@ class StepSampler(torch.utils.data.Sampler):
         steps_per_epoch, perm, perm_epoch = self.size // self.global_batch, None, None
         for step in range(self.start, self.stop):
             epoch, k = divmod(step, steps_per_epoch)
-            if epoch != perm_epoch: perm, perm_epoch = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)), epoch
-            part = perm[k * self.global_batch:(k + 1) * self.global_batch][self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
+            if epoch != perm_epoch:
+                perm, perm_epoch = torch.randperm(
+                    self.size, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)), epoch
+            part = (perm[k * self.global_batch:(k + 1) * self.global_batch]
+                    [self.rank * self.per_rank:(self.rank + 1) * self.per_rank])
             yield [(epoch, int(i)) for i in part]
 
 # %% ../nbs/05_train.ipynb #f687c45b
@@ -69,7 +74,8 @@ class ContrastStep(nn.Module):
                 with torch.no_grad(): k[s] = self.embed(key_net, views[:, -1], (s,))[s]
             if f'{s}_hard' in batch:
                 h = batch[f'{s}_hard']
-                hard[s] = {l: z.unflatten(0, h.shape[:2]) for l, z in self.embed(self.model, h.flatten(0, 1), (s,))[s].items()}
+                hard[s] = {l: z.unflatten(0, h.shape[:2])
+                           for l, z in self.embed(self.model, h.flatten(0, 1), (s,))[s].items()}
         return q, k, hard
 
 # %% ../nbs/05_train.ipynb #70fb0929
@@ -90,14 +96,16 @@ def autocast_dtype(amp:str,                 # auto, bf16, fp16 or off
     if amp == 'auto':
         if device.type == 'cuda': amp = 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
         else: amp = 'bf16' if cpu_bf16_native() else 'off'
-    if amp == 'fp16' and device.type != 'cuda': raise ValueError("amp='fp16' needs CUDA (its gradient scaler is CUDA's); use bf16 or off on the CPU")
+    if amp == 'fp16' and device.type != 'cuda':
+        raise ValueError("amp='fp16' needs CUDA (its gradient scaler is CUDA's); use bf16 or off on the CPU")
     return {'bf16': torch.bfloat16, 'fp16': torch.float16, 'off': None}[amp]
 
 # %% ../nbs/05_train.ipynb #a9ff25b5
 def _join_process_group(cuda:bool)->tuple[int, int, int]:
     "Join the torchrun process group if there is one: (rank, world size, local rank)."
     world = int(os.environ.get('WORLD_SIZE', 1))
-    if world > 1 and not dist.is_initialized(): dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://')
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group('nccl' if cuda else 'gloo', init_method='env://')
     return (dist.get_rank(), dist.get_world_size(), int(os.environ.get('LOCAL_RANK', 0))) if world > 1 else (0, 1, 0)
 
 def _all_reduce(values:list, op=dist.ReduceOp.SUM)->list[float]:
@@ -134,10 +142,14 @@ def _atomic_save(obj, path:Path):
 
 def _claim(out:Path, overwrite:bool):
     "Refuse a fresh run in a folder that holds one (their checkpoints and logs would mix), unless `overwrite`: then delete that run's files."
-    held = sorted({p for pattern in ('ckpt-*.pt', 'ckpt-*.pt.part', 'ckpt-*.pt.unreadable', 'metrics.jsonl', 'tb') for p in out.glob(pattern)})
+    held = sorted({p for pattern in ('ckpt-*.pt', 'ckpt-*.pt.part', 'ckpt-*.pt.unreadable', 'metrics.jsonl', 'tb')
+                   for p in out.glob(pattern)})
     if not held: return
-    if not overwrite: raise FileExistsError(f"out_dir {out} holds a run ({', '.join(p.name for p in held[:4])}{', ...' if len(held) > 4 else ''}): "
-                                           "pass --resume to continue it, --overwrite to replace it (Trainer: resume=True / overwrite=True), or choose another out_dir")
+    if not overwrite:
+        raise FileExistsError(f"out_dir {out} holds a run ({', '.join(p.name for p in held[:4])}"
+                              f"{', ...' if len(held) > 4 else ''}): pass --resume to continue it, "
+                              "--overwrite to replace it (Trainer: resume=True / overwrite=True), "
+                              "or choose another out_dir")
     for p in held: shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -158,20 +170,23 @@ class Trainer:
         self._model()
         self._optimisation()
         if not resume and self.rank == 0: _claim(self.out, overwrite)   # last: a run that cannot start deletes nothing
-        self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = 0, 0, 0, [], None, None
+        self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = (
+            0, 0, 0, [], None, None)
         if resume: self._resume()
 
     def _data(self):
         data = self.cfg.data
         self.recipe = view_recipe(self.cfg, on_gpu=self.device.type == 'cuda')
         if data.dataset == 'synthetic' and not (Path(data.data_root)/'train.csv').exists():
-            if not data.make_data: raise FileNotFoundError(f"data_root={data.data_root!r} holds no synthetic dataset (no train.csv): render it with "
-                                                           f"`hdc_synth {data.data_root}`, or pass make_data=True (--make_data true)")
+            if not data.make_data:
+                raise FileNotFoundError(f"data_root={data.data_root!r} holds no synthetic dataset (no train.csv): "
+                                        f"render it with `hdc_synth {data.data_root}`, "
+                                        f"or pass make_data=True (--make_data true)")
             if self.rank == 0: make_synthetic(data.data_root, **SYNTHETIC_PRESETS[BENCHMARK])
             if self.world > 1: dist.barrier()
-        self.dataset = build_dataset(data.dataset, data.data_root, data.annotations, data.split, train=True, sampler=self.recipe.sampler(),
-                                     transform=self.recipe, size=self.cfg.decode_side, cache=data.cache, seed=self.cfg.system.seed,
-                                     on_missing=data.on_missing)
+        self.dataset = build_dataset(data.dataset, data.data_root, data.annotations, data.split, train=True,
+                                     sampler=self.recipe.sampler(), transform=self.recipe, size=self.cfg.decode_side,
+                                     cache=data.cache, seed=self.cfg.system.seed, on_missing=data.on_missing)
 
     def _model(self):
         cfg, loss, cuda = self.cfg, self.cfg.loss, self.device.type == 'cuda'
@@ -181,19 +196,23 @@ class Trainer:
         self.model = model.to(self.device, memory_format=layout)
         self.step_module = ContrastStep(self.model, cfg.model.bn_batch)
         self.net = (self.step_module if self.world == 1 else
-                    nn.parallel.DistributedDataParallel(self.step_module, device_ids=[self.device.index] if cuda else None))
+                    nn.parallel.DistributedDataParallel(self.step_module,
+                                                        device_ids=[self.device.index] if cuda else None))
         if cfg.system.compile: self.net = torch.compile(self.net)
         terms = [(s, l) for s in model.subtasks for l in model.levels]
         weights = named_numbers(loss.loss_weights, 'loss_weights') or None
-        self.criterion = HierarchicalLoss(terms, loss.weight_mode, weights, loss.temperature, in_batch=not loss.moco).to(self.device)
+        self.criterion = HierarchicalLoss(terms, loss.weight_mode, weights, loss.temperature,
+                                          in_batch=not loss.moco).to(self.device)
         self.key_net = MomentumEncoder(self.model, loss.momentum).to(self.device) if loss.moco else None
-        self.queues = (nn.ModuleDict({n: Queue(cfg.model.proj_dim, loss.queue_size) for n in self.criterion.names}).to(self.device)
+        self.queues = (nn.ModuleDict({n: Queue(cfg.model.proj_dim, loss.queue_size)
+                                      for n in self.criterion.names}).to(self.device)
                        if loss.moco else None)
 
     def _optimisation(self):
         opt = self.cfg.optim
         params = list(self.model.parameters()) + list(self.criterion.parameters())
-        if opt.optimizer == 'sgd': self.opt = torch.optim.SGD(params, lr=opt.lr, momentum=opt.sgd_momentum, weight_decay=opt.weight_decay)
+        if opt.optimizer == 'sgd': self.opt = torch.optim.SGD(params, lr=opt.lr, momentum=opt.sgd_momentum,
+                                                              weight_decay=opt.weight_decay)
         else: self.opt = torch.optim.AdamW(params, lr=opt.lr, weight_decay=opt.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: lr_factor(s, opt.warmup_steps, opt.steps))
         self.amp_dtype = autocast_dtype(self.cfg.system.amp, self.device)
@@ -207,7 +226,8 @@ def _rng_state()->dict:
     "Every random generator's state, as tensors and plain values."
     numpy_state = np.random.get_state()
     return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                python=random.getstate(), numpy=(numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]))
+                python=random.getstate(),
+                numpy=(numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]))
 
 def _set_rng_state(state:dict):
     torch.set_rng_state(state['torch'])
@@ -220,16 +240,19 @@ def _set_rng_state(state:dict):
 @patch
 def state(self:Trainer)->dict:
     "Everything needed to continue the run exactly."
-    return dict(step=self.step, skipped_steps=self.skipped_steps, failed_videos=self.failed_videos, config=asdict(self.cfg),
-                model=self.model.state_dict(), criterion=self.criterion.state_dict(), optimizer=self.opt.state_dict(),
-                scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(), rng=_rng_state(),
-                key_net=self.key_net.state_dict() if self.key_net else None, queues=self.queues.state_dict() if self.queues else None)
+    return dict(step=self.step, skipped_steps=self.skipped_steps, failed_videos=self.failed_videos,
+                config=asdict(self.cfg), model=self.model.state_dict(), criterion=self.criterion.state_dict(),
+                optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(),
+                rng=_rng_state(), key_net=self.key_net.state_dict() if self.key_net else None,
+                queues=self.queues.state_dict() if self.queues else None)
 
 @patch
 def save(self:Trainer)->Path|None:
     "Write a checkpoint for the current step (rank 0), keeping the last `keep_last`."
     if self.rank != 0: return None
-    if not _finite(self.model): raise RuntimeError(f"step {self.step}: the model has non-finite weights; not overwriting the last good checkpoint in {self.out}")
+    if not _finite(self.model):
+        raise RuntimeError(f"step {self.step}: the model has non-finite weights; "
+                           f"not overwriting the last good checkpoint in {self.out}")
     self.out.mkdir(parents=True, exist_ok=True)
     path = self.out/f'ckpt-{self.step:08d}.pt'
     _atomic_save(self.state(), path)
@@ -241,23 +264,27 @@ def load(self:Trainer, ckpt):  # a checkpoint file written by `save`, or its con
     "Restore a checkpoint written by `save`."
     if not isinstance(ckpt, dict): ckpt = read_checkpoint(ckpt, self.device)
     self.model.load_state_dict(ckpt['model']); self.criterion.load_state_dict(ckpt['criterion'])
-    self.opt.load_state_dict(ckpt['optimizer']); self.sched.load_state_dict(ckpt['scheduler']); self.scaler.load_state_dict(ckpt['scaler'])
+    self.opt.load_state_dict(ckpt['optimizer']); self.sched.load_state_dict(ckpt['scheduler'])
+    self.scaler.load_state_dict(ckpt['scaler'])
     if self.key_net: self.key_net.load_state_dict(ckpt['key_net'])
     if self.queues: self.queues.load_state_dict(ckpt['queues'])
     _set_rng_state(ckpt['rng'])
     self.step, self.skipped_steps, self.failed_videos = ckpt['step'], ckpt['skipped_steps'], ckpt['failed_videos']
 
-RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress', 'on_nonfinite', 'make_data',
-                     'data_root', 'cache', 'out_dir')   # what a resumed run may change: how long, how fast, how logged, where the same data lies
+RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress',
+                     'on_nonfinite', 'make_data', 'data_root', 'cache', 'out_dir'
+                    )   # what a resumed run may change: how long, how fast, how logged, where the same data lies
 
 def _check_resume_config(stored:dict, now:TrainConfig, path, device):
     "Refuse a resumed config that changes what the run computes (seed, batch, recipe, model, ...); warn of the changes it may make."
     before = make_config(stored, check_paths=False).flat()     # sectioned, or flat as older runs saved it
     changed = {k: (before[k], v) for k, v in now.flat().items() if before[k] != v}
-    if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device): del changed['amp']   # same precision here
+    if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device):
+        del changed['amp']   # same precision here
     refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
     show = lambda cs: ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in cs.items())
-    if refused: raise ValueError(f"--resume from {path}: {show(refused)} would change what the run computes, so it could not continue exactly; "
+    if refused: raise ValueError(f"--resume from {path}: {show(refused)} would change what the run computes, "
+                                 "so it could not continue exactly; "
                                  "resume with the run's values, or start a new run in another out_dir")
     if changed: warnings.warn(f"resuming from {path} with {show(changed)}")
 
@@ -276,16 +303,18 @@ def _resume(self:Trainer):
         except CheckpointError as e: warnings.warn(f"{e}; trying the checkpoint before it")
     else: raise CheckpointError(f"--resume: none of the {len(found)} checkpoints in {self.out} can be read")
     _check_resume_config(ckpt['config'], self.cfg, path, self.device)
-    low, high = _all_reduce([-ckpt['step'], ckpt['step']], dist.ReduceOp.MAX)   # every rank must resume from the same step
-    if -low != high: raise CheckpointError(f"--resume: the ranks read different newest checkpoints (steps {-low:.0f} to {high:.0f}) in {self.out}")
+    low, high = _all_reduce([-ckpt['step'], ckpt['step']],
+                            dist.ReduceOp.MAX)   # every rank must resume from the same step
+    if -low != high: raise CheckpointError(f"--resume: the ranks read different newest checkpoints "
+                                           f"(steps {-low:.0f} to {high:.0f}) in {self.out}")
     self.load(ckpt)
     if path != found[-1]:
         warnings.warn(f"resumed from {path.name} (step {self.step}), the newest checkpoint that can be read")
-        if self.rank == 0:                                              # set the unreadable ones aside, or keep_last would delete good ones first
+        if self.rank == 0:                    # set the unreadable ones aside, or keep_last would delete good ones first
             for bad in found[found.index(path) + 1:]: bad.rename(bad.with_name(bad.name + '.unreadable'))
-    self.purge_step = self.step + 1                    # TensorBoard drops its events from here on: they are logged again
+    self.purge_step = self.step + 1           # TensorBoard drops its events from here on: they are logged again
     log = self.out/'metrics.jsonl'
-    if self.rank == 0 and log.exists():                # rows after the checkpoint's step are logged again by the resumed run
+    if self.rank == 0 and log.exists():       # rows after the checkpoint's step are logged again by the resumed run
         rows = log.read_text().splitlines()
         keep = [r for r in rows if (s := _logged_step(r)) is not None and s <= self.step]
         if len(keep) < len(rows):
@@ -300,19 +329,25 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
     logged, margins = [], []
     for batch in batches:
         self.failed_videos += int(batch['skipped'].sum())
-        batch = self.recipe.augment_batch({k: batch[k] for k in batch if k not in ('label', 'index', 'skipped')}, self.device)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+        batch = self.recipe.augment_batch({k: batch[k] for k in batch if k not in ('label', 'index', 'skipped')},
+                                          self.device)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
             q, k, hard = self.net(batch, self.key_net)
         q, k, hard = [{s: {l: z.float() for l, z in d.items()} for s, d in x.items()} for x in (q, k, hard)]
-        loss, logs = self.criterion(q, k, hard, self.queues, update=len(batches) == 1)   # one micro-batch: weights follow its margins
+        loss, logs = self.criterion(q, k, hard, self.queues,
+                                    update=len(batches) == 1)   # one micro-batch: weights follow its margins
         if _any_rank(not torch.isfinite(loss)):          # agreed: every rank skips or stops, none waits in backward
             if self.cfg.system.on_nonfinite == 'skip':
                 self.skipped_steps += 1; self.opt.zero_grad(set_to_none=True)
                 return None
             last = checkpoints(self.out)[-1] if checkpoints(self.out) else 'none yet'
-            what = f'{loss.item()}' if not torch.isfinite(loss) else f'on another rank (this rank, {self.rank}: {loss.item():.4f})'
-            raise FloatingPointError(f"non-finite loss {what} at step {self.step + 1} ({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
-                                     f"last good checkpoint: {last}. Lower lr, enable clip_grad, or set on_nonfinite='skip'.")
+            what = (f'{loss.item()}' if not torch.isfinite(loss) else
+                    f'on another rank (this rank, {self.rank}: {loss.item():.4f})')
+            raise FloatingPointError(f"non-finite loss {what} at step {self.step + 1} "
+                                     f"({json.dumps({n: round(v, 4) for n, v in logs.items()})}); "
+                                     f"last good checkpoint: {last}. "
+                                     f"Lower lr, enable clip_grad, or set on_nonfinite='skip'.")
         self.scaler.scale(loss / len(batches)).backward()
         logged.append(logs | dict(loss=loss.item())); margins.append(self.criterion.last_margins)
     if len(batches) > 1: self.criterion.update_margins(torch.stack(margins).mean(0))   # the invariance weights move once per optimiser step
@@ -331,10 +366,12 @@ def train_step(self:Trainer, batches:list[dict])->dict|None:
 def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     "Micro-batches for steps start..stop-1 of this rank."
     acc = self.cfg.optim.grad_accum
-    sampler = StepSampler(len(self.dataset), self.cfg.optim.batch_size, start * acc, stop * acc, self.rank, self.world, self.cfg.system.seed)
+    sampler = StepSampler(len(self.dataset), self.cfg.optim.batch_size, start * acc, stop * acc, self.rank, self.world,
+                          self.cfg.system.seed)
     workers = self.cfg.system.workers
-    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == 'cuda',
-                                       persistent_workers=False, prefetch_factor=4 if workers else None,
+    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
+                                       pin_memory=self.device.type == 'cuda', persistent_workers=False,
+                                       prefetch_factor=4 if workers else None,
                                        generator=torch.Generator().manual_seed(self.cfg.system.seed))   # not the global one: a resumed run's draws stay in step
 
 @patch
@@ -359,7 +396,8 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out/'config.json').write_text(json.dumps(asdict(cfg), indent=1))
     views_per_item = self.recipe.views_per_video
-    bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0 or not cfg.system.progress, desc='pretraining', dynamic_ncols=True)
+    bar = tqdm(total=stop, initial=self.step, disable=self.rank != 0 or not cfg.system.progress, desc='pretraining',
+               dynamic_ncols=True)
     batches, wait, t_log, clips = iter(self.loader(self.step, stop)), 0.0, time.perf_counter(), 0
     self.model.train(); self.criterion.train()
     while self.step < stop:
@@ -369,13 +407,16 @@ def fit(self:Trainer, stop_at:int|None=None)->list[dict]: # stop after this step
         logs = self.train_step(micro)
         self.step += 1
         clips += cfg.optim.batch_size * cfg.optim.grad_accum * views_per_item
-        if logs is not None and (self.step % cfg.system.log_every == 0 or self.step in (1, stop)):   # step 1 logs the untrained model
+        if logs is not None and (self.step % cfg.system.log_every == 0 or
+                                 self.step in (1, stop)):   # step 1 logs the untrained model
             logs = _mean_over_ranks(logs)
             elapsed = time.perf_counter() - t_log
-            row = dict(step=self.step, lr=self.sched.get_last_lr()[0], clips_per_s=clips / elapsed, data_wait=wait / elapsed,
-                       skipped_steps=self.skipped_steps, failed_videos=self.failed_videos) | logs
+            row = dict(step=self.step, lr=self.sched.get_last_lr()[0], clips_per_s=clips / elapsed,
+                       data_wait=wait / elapsed, skipped_steps=self.skipped_steps,
+                       failed_videos=self.failed_videos) | logs
             self.history.append(row); self.log(row)
-            bar.set_postfix(loss=f"{logs['loss']:.3f}", clips_s=f"{row['clips_per_s']:.0f}", wait=f"{row['data_wait']:.0%}")
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", clips_s=f"{row['clips_per_s']:.0f}",
+                            wait=f"{row['data_wait']:.0%}")
             wait, t_log, clips = 0.0, time.perf_counter(), 0
         bar.update(1)
         if self.step % cfg.system.ckpt_every == 0 or self.step == stop: self.save()
@@ -391,5 +432,6 @@ def _pretrain(config:str='demo_cpu', resume:bool=False, overwrite:bool=False, **
     if dist.is_initialized(): dist.destroy_process_group()
     return trainer
 
-hdc_pretrain = call_parse(config_cli('hdc_pretrain', 'Pretrain an HDC model (every config key is a flag; works under torchrun).',
-                                      _pretrain))
+hdc_pretrain = call_parse(config_cli('hdc_pretrain',
+                                     'Pretrain an HDC model (every config key is a flag; works under torchrun).',
+                                     _pretrain))

@@ -111,7 +111,8 @@ def _scan(container, path:str)->VideoInfo:
     except av.error.FFmpegError as e: raise VideoDecodeError(path, f"corrupt data while indexing ({e})") from e
     if not pts: raise VideoDecodeError(path, "the video stream holds no frames")
     if stream.frames and len(pts) < stream.frames:
-        raise VideoDecodeError(path, f"truncated: the container declares {stream.frames} frames, {len(pts)} are present")
+        raise VideoDecodeError(path, f"truncated: the container declares {stream.frames} frames, "
+                                     f"{len(pts)} are present")
     pts, is_key = np.array(pts, np.int64), np.array(is_key, bool)
     is_key[0] = True                     # decoding can always start at the first packet
     timed = not (stream.codec_context.has_b_frames and np.all(np.diff(pts) > 0))
@@ -158,7 +159,8 @@ def _frames(container, wanted_pts:set|None):
     stream = container.streams.video[0]
     ctx = stream.codec_context
     for packet in container.demux(stream):
-        if wanted_pts is not None: ctx.skip_frame = 'DEFAULT' if packet.pts is None or packet.pts in wanted_pts else 'NONREF'
+        if wanted_pts is not None:
+            ctx.skip_frame = 'DEFAULT' if packet.pts is None or packet.pts in wanted_pts else 'NONREF'
         yield from ctx.decode(packet)
 
 # %% ../nbs/00_video.ipynb #c513cc4f
@@ -184,13 +186,16 @@ def _decode(container, path:str, info:VideoInfo, wanted:list[int], width:int, he
                     if from_start: raise VideoDecodeError(path, f"frame {wanted[j]} is never produced by the decoder")
                     from_start = True
                     break
-                frames[i] = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='AREA', threads=1)
+                frames[i] = frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='AREA',
+                                             threads=1)
                 j += 1
                 if j == len(wanted): break
                 k_next = key_before(wanted[j])
                 if info.keyframe_index[k_next] - i > SEEK_GAP: break   # a keyframe far ahead: jump there
-            else: raise VideoDecodeError(path, f"the stream ended before frame {wanted[j]} of {info.num_frames}: truncated or corrupt")
-    except av.error.FFmpegError as e: raise VideoDecodeError(path, f"decoding failed near frame {wanted[j]} ({e})") from e
+            else: raise VideoDecodeError(path, f"the stream ended before frame {wanted[j]} of {info.num_frames}: "
+                                               f"truncated or corrupt")
+    except av.error.FFmpegError as e:
+        raise VideoDecodeError(path, f"decoding failed near frame {wanted[j]} ({e})") from e
     return frames
 
 # %% ../nbs/00_video.ipynb #fdb19a66
@@ -208,12 +213,14 @@ def read_frames(path,                    # a video file PyAV can open
     "Decode the frames each clip lists, in one open and one forward pass over their sorted union."
     path = str(path)
     if len(clip_frames) == 0 or any(len(ids) != len(clip_frames[0]) or len(ids) == 0 for ids in clip_frames):
-        raise ValueError(f"clip_frames must list one or more clips of equal, non-zero length, got lengths {[len(i) for i in clip_frames]}")
+        raise ValueError(f"clip_frames must list one or more clips of equal, non-zero length, "
+                         f"got lengths {[len(i) for i in clip_frames]}")
     wanted = sorted({int(i) for ids in clip_frames for i in ids})
     with _open(path) as container:
         info = _index(container, path)
         if wanted[0] < 0 or wanted[-1] >= info.num_frames:
-            raise VideoDecodeError(path, f"frames {wanted[0]}..{wanted[-1]} asked, but the video has {info.num_frames} (0..{info.num_frames - 1})")
+            raise VideoDecodeError(path, f"frames {wanted[0]}..{wanted[-1]} asked, "
+                                         f"but the video has {info.num_frames} (0..{info.num_frames - 1})")
         width, height = _out_size(info.width, info.height, size)
         frames = _decode(container, path, info, wanted, width, height)
     clips = np.empty((len(clip_frames), len(clip_frames[0]), height, width, 3), np.uint8)
@@ -229,7 +236,8 @@ def read_clips(path,              # a video file PyAV can open
                size:int|None=None,# resize so the short side is `size`
               )->torch.Tensor:    # uint8 (len(starts),T,H,W,3)
     "Decode the clips `start, start+stride, ...` for each start in `starts`, in one open and one forward pass."
-    if num_frames < 1 or stride < 1: raise ValueError(f"num_frames ({num_frames}) and stride ({stride}) must be at least 1")
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames ({num_frames}) and stride ({stride}) must be at least 1")
     if len(starts) == 0: raise ValueError("starts is empty: ask for at least one clip")
     return read_frames(path, [range(start, start + num_frames * stride, stride) for start in starts], size)
 
@@ -254,5 +262,6 @@ def resize_short_side(frames:torch.Tensor,  # uint8 (...,H,W,3)
     width, height = _out_size(width, height, size)
     if (height, width) == tuple(frames.shape[-3:-1]): return frames
     x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(height, width), mode=mode, **({'antialias': True} if mode == 'bilinear' else {}))
+    x = torch.nn.functional.interpolate(x, size=(height, width), mode=mode,
+                                        **({'antialias': True} if mode == 'bilinear' else {}))
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*frames.shape[:-3], height, width, 3)

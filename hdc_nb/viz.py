@@ -33,8 +33,10 @@ def plot_curves(log,        # logged rows (a trainer's history), or the path of 
         line, = axs[3].plot(steps, [r[f'pos_sim/{t}'] for r in log], label=f'{t} +')
         axs[3].plot(steps, [r[f'neg_sim/{t}'] for r in log], ls=':', color=line.get_color())
         axs[4].plot(steps, [r[f'acc/{t}'] for r in log], label=t, color=line.get_color())
-        if f'hard_acc/{t}' in log[0]: axs[4].plot(steps, [r[f'hard_acc/{t}'] for r in log], ls='--', color=line.get_color())
-    for ax, title in zip(axs[1:], ('loss per term', 'weight per term', 'similarity: positive (solid), negative (dotted)',
+        if f'hard_acc/{t}' in log[0]:
+            axs[4].plot(steps, [r[f'hard_acc/{t}'] for r in log], ls='--', color=line.get_color())
+    for ax, title in zip(axs[1:], ('loss per term', 'weight per term',
+                                   'similarity: positive (solid), negative (dotted)',
                                    'positive ranked first (solid), above its hard negatives (dashed)')):
         ax.set_title(title, fontsize=10); ax.legend(fontsize=6, ncol=2)
     for ax in axs: ax.set_xlabel('step')
@@ -57,7 +59,8 @@ def similarity_heatmap(model:HDCModel, dataset, videos:list[int], size:int=112, 
     emb = clip_embeddings(model, dataset, videos, size)
     heads = ['pooled'] + list(model.subtasks)
     n = len(next(iter(emb.values()))) // len(videos)
-    fig, axs = plt.subplots(len(heads), len(model.levels), figsize=(3 * len(model.levels), 3 * len(heads)), squeeze=False)
+    fig, axs = plt.subplots(len(heads), len(model.levels), figsize=(3 * len(model.levels), 3 * len(heads)),
+                            squeeze=False)
     for r, h in enumerate(heads):
         for c, l in enumerate(model.levels):
             z = emb[f'{h}/{l}']
@@ -65,7 +68,8 @@ def similarity_heatmap(model:HDCModel, dataset, videos:list[int], size:int=112, 
             axs[r, c].set_title(f'{h} / {l}', fontsize=9)
             axs[r, c].set_xticks(np.arange(len(videos)) * n + (n - 1) / 2, [f'v{v}' for v in videos], fontsize=7)
             axs[r, c].set_yticks([])
-            for b in range(1, len(videos)): axs[r, c].axhline(b * n - 0.5, color='k', lw=0.5); axs[r, c].axvline(b * n - 0.5, color='k', lw=0.5)
+            for b in range(1, len(videos)):
+                axs[r, c].axhline(b * n - 0.5, color='k', lw=0.5); axs[r, c].axvline(b * n - 0.5, color='k', lw=0.5)
     fig.colorbar(im, ax=axs, shrink=0.6, label='cosine similarity')
     if title: fig.suptitle(title)
     return fig
@@ -85,7 +89,8 @@ def _middle_frame(dataset, i:int)->np.ndarray:
     "The middle frame of the first clip of item i, as an RGB image in [0, 1]."
     clip = dataset[i]['clips'][0]
     if clip.dtype == torch.uint8: return clip[len(clip) // 2].numpy() / 255
-    x = clip[:, clip.shape[1] // 2] * torch.tensor(KINETICS_STD)[:, None, None] + torch.tensor(KINETICS_MEAN)[:, None, None]
+    x = (clip[:, clip.shape[1] // 2] * torch.tensor(KINETICS_STD)[:, None, None] +
+         torch.tensor(KINETICS_MEAN)[:, None, None])
     return x.permute(1, 2, 0).clamp(0, 1).numpy()
 
 def show_retrieval(query_feats:torch.Tensor, query_labels, gallery_feats:torch.Tensor, gallery_labels,
@@ -96,7 +101,8 @@ def show_retrieval(query_feats:torch.Tensor, query_labels, gallery_feats:torch.T
     sims = F.normalize(query_feats.float(), dim=1) @ F.normalize(gallery_feats.float(), dim=1).T
     fig, axs = plt.subplots(len(queries), k + 1, figsize=(1.6 * (k + 1), 1.7 * len(queries)), squeeze=False)
     for r, q in enumerate(queries):
-        axs[r, 0].imshow(_middle_frame(query_set, q)); axs[r, 0].set_title(f'query ({query_set.classes[int(query_labels[q])]})', fontsize=7)
+        axs[r, 0].imshow(_middle_frame(query_set, q))
+        axs[r, 0].set_title(f'query ({query_set.classes[int(query_labels[q])]})', fontsize=7)
         for c, g in enumerate(sims[q].topk(k).indices.tolist(), 1):
             hit = int(gallery_labels[g]) == int(query_labels[q])
             axs[r, c].imshow(_middle_frame(gallery_set, g)); axs[r, c].set_title(f'{sims[q, g]:.2f}', fontsize=7)
