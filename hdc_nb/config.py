@@ -133,10 +133,13 @@ def _flat_section(name:str, values:dict)->dict:
     if name != 'views': return dict(values)
     out = {}
     for k, v in values.items():
-        if k == 'subtasks': out['recipe'] = _recipe_name(v)
+        if k == 'subtasks': out['recipe'] = _recipe_name([v] if isinstance(v, str) else v)
         elif k == 'size': out['crop_size'] = v
-        elif k == 'sc_gap': out['sc_gap_min'], out['sc_gap_max'] = v
-        elif k == 'hard_negatives': out[k] = ','.join(v)
+        elif k == 'sc_gap':
+            if not isinstance(v, (list, tuple)) or len(v) != 2:
+                raise ValueError(f"config views.sc_gap={v!r} must be a pair [least, most] (most may be null)")
+            out['sc_gap_min'], out['sc_gap_max'] = v
+        elif k == 'hard_negatives': out[k] = v if isinstance(v, str) else ','.join(v)
         elif k == 'on_gpu': out['aug_on_gpu'] = v
         else: out[k] = v
     return out
@@ -206,8 +209,10 @@ def _check(v:dict, check_paths:bool):
     if v['sc_gap_max'] is not None and v['sc_gap_max'] < v['sc_gap_min']:
         raise ValueError(f"config sc_gap_max={v['sc_gap_max']} is below sc_gap_min={v['sc_gap_min']}")
     if not 0 <= v['sgd_momentum'] < 1: raise ValueError(f"config sgd_momentum={v['sgd_momentum']} must be in [0, 1)")
-    bad = [h for h in comma_list(v['hard_negatives']) if h not in HARD_NEGATIVES]
+    hard = comma_list(v['hard_negatives'])
+    bad = [h for h in hard if h not in HARD_NEGATIVES]
     if bad: raise ValueError(f"config hard_negatives: {bad} are not among {list(HARD_NEGATIVES)}")
+    if len(set(hard)) < len(hard): raise ValueError(f"config hard_negatives={v['hard_negatives']!r} names one twice")
     if v['share_views'] and v['sc_temporal']:
         raise ValueError(f"config share_views=True needs plain SC views, not sc_temporal={v['sc_temporal']!r}")
     if not 0 <= v['momentum'] < 1: raise ValueError(f"config momentum={v['momentum']} must be in [0, 1)")
@@ -251,7 +256,16 @@ def _coerce(name:str, value, kind):
 def _flatten(values:dict)->dict:
     "Flat keys from a flat or sectioned mapping (a section is a mapping under its name, as `asdict` writes a config)."
     out = {}
-    for k, v in values.items(): out |= _flat_section(k, v) if k in SECTIONS and isinstance(v, dict) else {k: v}
+    for k, v in values.items():
+        if k in SECTIONS:
+            own = [f.name for f in fields(SECTIONS[k])]
+            if not isinstance(v, dict): raise ValueError(f"config section {k}: expected a mapping of keys, got {v!r}")
+            if set(v) - set(own):
+                raise ValueError(f"config section {k}: unknown keys {sorted(set(v) - set(own))}; its keys are {own}")
+        part = _flat_section(k, v) if k in SECTIONS else {k: v}
+        if set(part) & set(out):
+            raise ValueError(f"config keys {sorted(set(part) & set(out))} are given twice (flat and in a section)")
+        out |= part
     return out
 
 def make_config(base:str|dict|TrainConfig|None=None, # a named config (CONFIGS), a YAML/JSON file, a dict (flat or sectioned), or a config
