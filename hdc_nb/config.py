@@ -6,6 +6,7 @@
 from __future__ import annotations
 import inspect, json, math, os, re
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 import torch
 from fastcore.docments import docments
@@ -153,12 +154,17 @@ def _views_from_flat(flat:dict)->ViewRecipe:
 
 _FIELD_TYPES = {'str': str, 'int': int, 'float': float, 'bool': bool}
 
+@cache
+def _helps(cls)->dict:
+    "Each field's comment, read once from the class's source (none where it has no findable source: a notebook cell's)."
+    try: return docments(cls)
+    except OSError: return {}
+
 def flat_keys()->dict:
     "Every flat key, section by section, with its type and help text (the field's comment)."
     out = {}
     for name, cls in SECTIONS.items():
-        try: helps = docments(cls)    # each field's comment, from the class's source
-        except OSError: helps = {}    # a class defined in a notebook cell has no findable source: no help texts
+        helps = _helps(cls)
         kinds = {f.name: _FIELD_TYPES[str(f.type).split('|')[0].strip()] for f in fields(cls) if f.name not in _RESPELT}
         out |= {key: _VIEW_FLAGS.get(key) or (kinds[key], helps.get(key) or '')
                 for key in _flat_section(name, asdict(cls()))}
