@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field, asdict, replace
 import torch
+from torch.utils.data import default_collate
 from torchvision.transforms import v2
 import torchvision.transforms.v2.functional as TF
 from torchvision import tv_tensors
@@ -190,15 +191,29 @@ class ViewRecipe:
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
             name = 'sc' if 'sc' in self.subtasks else 'whole'
             pair = [self.sc_time(clips[r], rng) if name == 'sc' else clips[r] for r in 'ab']
-            out[name] = torch.stack([augment_clip(c, self.aug(name), full) for c in pair])
+            out[name] = self._stack([augment_clip(c, self.aug(name), full) for c in pair])
         if 'tc' in self.subtasks:
             tc, aug = clips['a' if self.shares_views else 'tc'], self.aug('tc')
-            out['tc'] = torch.stack([augment_clip(tc, aug, full)
+            out['tc'] = self._stack([augment_clip(tc, aug, full)
                                      for _ in range(1 if self.shares_views else 2)])   # shared: only the second view
             made = dict(reverse=lambda: reverse_clip(tc),
                         shuffle=lambda: shuffle_clip(tc, rng))   # the others: clips of their own
             hard = [augment_clip(made[h]() if h in made else clips[h], aug, full) for h in self.hard_roles]
-            if hard: out['tc_hard'] = torch.stack(hard)
+            if hard: out['tc_hard'] = self._stack(hard)
+        return out
+
+    def _stack(self, views:list)->torch.Tensor:
+        "Views (C,T,H,W) as one tensor (V,C,T,H,W); with `on_gpu`, uint8 in the crops' channels-last memory (no transpose here)."
+        if not self.on_gpu: return torch.stack(views)
+        return torch.stack([v.permute(1, 2, 3, 0) for v in views]).permute(0, 4, 1, 2, 3)
+
+    def collate(self, items:list[dict])->dict:
+        "The DataLoader's collate: `default_collate`, but with `on_gpu` the uint8 views keep their channels-last memory."
+        if not self.on_gpu: return default_collate(items)
+        views = [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in items[0]]
+        out = default_collate([{k: v for k, v in item.items() if k not in views} for item in items])
+        for k in views:   # stacked in their memory order (a copy, into shared memory in a worker), then named back
+            out[k] = default_collate([item[k].permute(0, 2, 3, 4, 1) for item in items]).permute(0, 1, 5, 2, 3, 4)
         return out
 
     def augment_batch(self, batch:dict, device='cuda')->dict:

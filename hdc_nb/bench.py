@@ -206,7 +206,8 @@ def _pipeline_worker(folder:str, cache:str|None, workers:int, passes:int, size:i
     baseline = _pss_mb(os.getpid())
     recipe = get_recipe('hdc', num_frames=16, stride=2, size=size, sc_gap=(16, None), on_gpu=deferred)
     ds = FolderDataset(folder, sampler=recipe.sampler(), transform=recipe, size=size, cache=cache)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, persistent_workers=workers > 0,
+                                         collate_fn=recipe.collate)   # as the trainer collates
     times = []
     with PeakMemory() as memory:
         for epoch in range(passes + 1):

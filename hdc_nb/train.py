@@ -277,7 +277,8 @@ RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last',
 
 def _check_resume_config(stored:dict, now:TrainConfig, path, device):
     "Refuse a resumed config that changes what the run computes (seed, batch, recipe, model, ...); warn of the changes it may make."
-    before = make_config(stored, check_paths=False).flat()     # sectioned, or flat as older runs saved it
+    try: before = make_config(stored, check_paths=False).flat()   # sectioned, or flat as older runs saved it
+    except ValueError as e: raise CheckpointError(f"--resume from {path}: its config cannot be read ({e})") from None
     changed = {k: (before[k], v) for k, v in now.flat().items() if before[k] != v}
     if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device):
         del changed['amp']   # same precision here
@@ -369,7 +370,7 @@ def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     sampler = StepSampler(len(self.dataset), self.cfg.optim.batch_size, start * acc, stop * acc, self.rank, self.world,
                           self.cfg.system.seed)
     workers = self.cfg.system.workers
-    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
+    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.recipe.collate,
                                        pin_memory=self.device.type == 'cuda', persistent_workers=False,
                                        prefetch_factor=4 if workers else None,
                                        generator=torch.Generator().manual_seed(self.cfg.system.seed))   # not the global one: a resumed run's draws stay in step
