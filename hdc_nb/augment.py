@@ -203,7 +203,7 @@ class ViewRecipe:
         return out
 
     def _stack(self, views:list)->torch.Tensor:
-        "Views (C,T,H,W) as one tensor (V,C,T,H,W); with `on_gpu`, uint8 in the crops' channels-last memory (no transpose here)."
+        "Views (C,T,H,W) as one (V,C,T,H,W); with `on_gpu`, uint8 in the crops' channels-last memory (no transpose)."
         if not self.on_gpu: return torch.stack(views)
         return torch.stack([v.permute(1, 2, 3, 0) for v in views]).permute(0, 4, 1, 2, 3)
 

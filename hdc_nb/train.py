@@ -370,9 +370,9 @@ def loader(self:Trainer, start:int, stop:int)->torch.utils.data.DataLoader:
     sampler = StepSampler(len(self.dataset), self.cfg.optim.batch_size, start * acc, stop * acc, self.rank, self.world,
                           self.cfg.system.seed)
     workers = self.cfg.system.workers
-    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers, collate_fn=self.recipe.collate,
-                                       pin_memory=self.device.type == 'cuda', persistent_workers=False,
-                                       prefetch_factor=4 if workers else None,
+    return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=workers,
+                                       collate_fn=self.recipe.collate, pin_memory=self.device.type == 'cuda',
+                                       persistent_workers=False, prefetch_factor=4 if workers else None,
                                        generator=torch.Generator().manual_seed(self.cfg.system.seed))   # not the global one: a resumed run's draws stay in step
 
 @patch
