@@ -13,7 +13,7 @@ from fastcore.script import call_parse
 from .data import (BENCHMARK, MOTIONS, NUISANCES, SHAPES, SYNTHETIC_PRESETS, RandomClip, UniformClips,
                          build_dataset, check_disjoint, make_synthetic, prepare_cache)
 from .augment import AUG_PRESETS, SpatialAug
-from .config import BEST_RECIPE, CONFIGS, build_model, checkpoints, make_config, write_result
+from .config import BEST_RECIPE, CONFIGS, TrainConfig, build_model, checkpoints, make_config, write_result
 from .train import Trainer
 from .viz import plot_curves
 from .evaluate import (EvalClips, TrainClips, extract_features, finetune, knn_accuracy, linear_probe,
@@ -21,10 +21,10 @@ from .evaluate import (EvalClips, TrainClips, extract_features, finetune, knn_ac
 
 # %% auto #0
 __all__ = ['EXPERIMENT_BASE', 'ARMS', 'DEMO_ARM', 'MAIN_ARMS', 'LEVER_ARMS', 'WATCHED', 'FACTORS', 'TABLE_COLUMNS', 'QUICK',
-           'DEMO_BAR', 'clips_per_video', 'arm_config', 'evaluate_factors', 'nuisance_probe', 'supervised_sets',
-           'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm', 'prepare_experiment_data',
-           'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment', 'plot_subtask_accuracy',
-           'experiment_report', 'hdc_experiment', 'demo_report', 'hdc_demo']
+           'DEMO_BAR', 'base_config', 'clips_per_video', 'arm_config', 'evaluate_factors', 'nuisance_probe',
+           'supervised_sets', 'supervised_reference', 'supervised_references', 'arm_slug', 'run_arm',
+           'prepare_experiment_data', 'run_experiment', 'experiment_rows', 'experiment_table', 'plot_experiment',
+           'plot_subtask_accuracy', 'experiment_report', 'hdc_experiment', 'demo_report', 'hdc_demo']
 
 # %% ../nbs/08_experiment.ipynb #cf4c0336
 EXPERIMENT_BASE = CONFIGS['experiment']   # the named config every arm changes a few keys of
@@ -76,9 +76,13 @@ WATCHED = ('whole', DEMO_ARM, 'TC only',
            'HDC inv., shared views, SC shape aug')   # the arms whose training curves are drawn
 
 # %% ../nbs/08_experiment.ipynb #93ed97ed
+def base_config(changes:dict)->TrainConfig:
+    "The experiment's base config with `changes` (an arm's, or a test's smaller sizes)."
+    return make_config(EXPERIMENT_BASE | changes, check_paths=False)
+
 def clips_per_video(changes:dict)->int:
     "Clips a run embeds per video in a step (its recipe's `views_per_video`)."
-    return make_config(EXPERIMENT_BASE | changes, check_paths=False).views.views_per_video
+    return base_config(changes).views.views_per_video
 
 def arm_config(arm:str,              # a key of `ARMS`
                seed:int,             # the run's seed (data order, augmentation, initialisation)
@@ -162,7 +166,7 @@ def supervised_sets(data_root, cache=None, factor:str='motion',
                     aug:str='mild',            # augmentation preset of the training clips
                     **changes)->tuple:         # changes to EXPERIMENT_BASE (clip size, ...)
     "The labelled train set (one random clip per video and epoch, augmented) and test set (4 uniform clips) of `factor`."
-    cfg = make_config(EXPERIMENT_BASE | changes, check_paths=False)
+    cfg = base_config(changes)
     views = cfg.views
     split = lambda train, sampler, transform: build_dataset('synthetic', data_root, train=train, factor=factor,
                                                             sampler=sampler, transform=transform,
@@ -179,7 +183,7 @@ def supervised_reference(data_root, cache=None,
                          optimizer:str='sgd', lr:float=0.05, weight_decay:float=1e-4,   # `finetune`'s
                          **changes)->float:     # changes to EXPERIMENT_BASE (clip size, ...)
     "Test top-1 of a random-init backbone finetuned on `factor`'s labels."
-    model = build_model(make_config(EXPERIMENT_BASE | changes, check_paths=False), seed=seed)
+    model = build_model(base_config(changes), seed=seed)
     train_set, test_set = supervised_sets(data_root, cache, factor, aug, **changes)
     return finetune(model, train_set, test_set, len(train_set.classes), epochs=epochs, lr=lr, batch_size=batch_size,
                     weight_decay=weight_decay, optimizer=optimizer, workers=0, progress=False, seed=seed)['top1']
@@ -189,7 +193,7 @@ def supervised_references(out_dir, data_root, preset:str=BENCHMARK, epochs:int=2
     path = Path(out_dir)/'supervised.json'
     if path.exists(): return json.loads(path.read_text())
     cache = prepare_experiment_data(data_root, preset,
-                                    make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
+                                    base_config(changes).decode_side)
     refs = {factor: supervised_reference(data_root, cache, factor, epochs, **changes) for factor in FACTORS}
     write_result(path, refs)
     return refs
@@ -205,7 +209,7 @@ def run_arm(arm:str, seed:int, out_dir, data_root, cache=None, clip_budget:int=4
     if done.exists(): return json.loads(done.read_text())
     if threads: torch.set_num_threads(threads)
     start, values = time.perf_counter(), arm_config(arm, seed, data_root, cache, run_dir, clip_budget, **changes)
-    cfg = make_config(EXPERIMENT_BASE | changes, check_paths=False)
+    cfg = base_config(changes)
     if values is None: model, steps, last = build_model(cfg, seed=seed), 0, {}
     else:
         cut_short = bool(checkpoints(run_dir))
@@ -240,7 +244,7 @@ def run_experiment(out_dir=f'hdc_runs/experiment_{BENCHMARK}', data_root=f'hdc_d
     "Every (arm, seed), resumable; the list of results, arm by arm."
     from tqdm.auto import tqdm
     cache = prepare_experiment_data(data_root, preset,
-                                    make_config(EXPERIMENT_BASE | changes, check_paths=False).decode_side)
+                                    base_config(changes).decode_side)
     todo = [(a, s, out_dir, data_root, cache,
              dict(clip_budget=clip_budget, threads=max(1, (os.cpu_count() or 1) // jobs)) | changes)
             for s in range(seeds) for a in arms]
@@ -425,7 +429,7 @@ def hdc_demo(out_dir:str='hdc_runs/demo',              # where the runs, report.
              seed:int=0):
     "Make the benchmark's synthetic dataset if absent, pretrain the experiment's best recipe with tiny3d on the CPU, evaluate it and a random-init network, write the report."
     start = time.perf_counter()
-    cache = prepare_experiment_data(data_root, BENCHMARK, EXPERIMENT_BASE['decode_size'])
+    cache = prepare_experiment_data(data_root, BENCHMARK, base_config({}).decode_side)
     trained, random_init = [run_arm(arm, seed, out_dir, data_root, cache, clip_budget, threads=os.cpu_count(),
                                     progress=True) for arm in (DEMO_ARM, 'random init')]
     report, verdict = demo_report(trained, random_init, out_dir, time.perf_counter() - start)
