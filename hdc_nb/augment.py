@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_augment.ipynb #5abeebac
 from __future__ import annotations
-import random
+import math, random
 from dataclasses import dataclass, field, asdict, replace
 import torch
 from torch.utils.data import default_collate
@@ -14,9 +14,10 @@ from torchvision import tv_tensors
 from .data import ClipPair, ClipSampler
 
 # %% auto #0
-__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'CPU_CHUNK', 'SpatialAug',
-           'grey_video', 'to_video', 'augment_clip', 'reverse_clip', 'shuffle_clip', 'ViewSampler', 'ViewRecipe',
-           'get_recipe', 'recipe_from_dict', 'draw_photometric', 'apply_photometric', 'show_views']
+__all__ = ['KINETICS_MEAN', 'KINETICS_STD', 'AUG_PRESETS', 'PHOTOMETRIC', 'HARD_NEGATIVES', 'RECIPES', 'JITTERS', 'CPU_CHUNK',
+           'SpatialAug', 'grey_video', 'to_video', 'augment_clip', 'reverse_clip', 'shuffle_clip', 'ViewSampler',
+           'ViewRecipe', 'get_recipe', 'recipe_from_dict', 'draw_photometric', 'colour_twist', 'apply_photometric',
+           'show_views']
 
 # %% ../nbs/02_augment.ipynb #687b1e47
 KINETICS_MEAN, KINETICS_STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)   # torchvision's video models
@@ -65,16 +66,23 @@ def grey_video(video:tv_tensors.Video)->tv_tensors.Video:
     return tv_tensors.wrap(TF.rgb_to_grayscale(video.as_subclass(torch.Tensor), num_output_channels=3), like=video)
 
 # %% ../nbs/02_augment.ipynb #b49d0bbb
+PHOTOMETRIC = ('exact', 'fused')   # how the photometric half is computed (see "Fused: one colour matrix per clip")
+
 def to_video(clip:torch.Tensor)->tv_tensors.Video:  # uint8 (T,H,W,3) as decoded
     "A decoded clip as a (T,C,H,W) `tv_tensors.Video`."
     return tv_tensors.Video(clip.permute(0, 3, 1, 2))
 
 def augment_clip(clip:torch.Tensor,   # uint8 (T,H,W,3) as decoded
                  aug:SpatialAug,      # the augmentation
-                 photometric:bool=True, # False: geometric half only (uint8 out), for the GPU path
+                 photometric:str|None='exact', # 'exact' (torchvision's ops), 'fused' (below), None: none (uint8 out)
                 )->torch.Tensor:      # (C,T,size,size): float normalised, or uint8 without the photometric half
     "Apply `aug` to one clip with one random draw for all its frames; channels first, as 3D CNNs take them."
+    if photometric not in PHOTOMETRIC + (None,):
+        raise ValueError(f"photometric={photometric!r} is not one of {PHOTOMETRIC} or None")
     x = aug.geometric()(to_video(clip))
+    if photometric == 'fused':   # the batched path (below) on a batch of one
+        return apply_photometric(x.as_subclass(torch.Tensor).transpose(0, 1)[None], aug, draw_photometric(aug, 1),
+                                 fused=True)[0]
     if photometric: x = aug.photometric()(x)
     return x.as_subclass(torch.Tensor).permute(1, 0, 2, 3)
 
@@ -144,6 +152,7 @@ class ViewRecipe:
     size:int=112                     # output height and width of every view
     flip:bool=True                   # horizontal flips (False where direction matters)
     on_gpu:bool=False                # leave the photometric half to `augment_batch` on the device
+    photometric:str='exact'          # 'exact': torchvision's ops, each rounded; 'fused': one colour matrix per clip
 
     def __post_init__(self):
         bad = ([s for s in self.subtasks if s not in ('sc', 'tc', 'whole')]
@@ -157,6 +166,8 @@ class ViewRecipe:
             raise ValueError(f"sc_temporal must be '', 'shuffle' or 'still', got {self.sc_temporal!r}")
         if self.shares_views and self.sc_temporal:
             raise ValueError("share_views needs plain SC views (sc_temporal=''): the shared view is TC's anchor too")
+        if self.photometric not in PHOTOMETRIC:
+            raise ValueError(f"photometric must be one of {PHOTOMETRIC}, got {self.photometric!r}")
 
     @property
     def shares_views(self)->bool: return self.share_views and {'sc', 'tc'} <= set(self.subtasks)
@@ -185,7 +196,7 @@ class ViewRecipe:
 
     def __call__(self, item:dict)->dict:
         "The views of an item's clips, read by role: {'sc': (2,C,T,H,W), 'tc': (2, or 1 shared, C,T,H,W), 'tc_hard': (H,C,T,H,W)}."
-        clips, full = item['clips'], not self.on_gpu            # {role: (T,H,W,3)}
+        clips, full = item['clips'], None if self.on_gpu else self.photometric   # {role: (T,H,W,3)}
         rng = random.Random(int(torch.randint(0, 2**31, ())))   # from torch, which the dataset seeds per item
         out = {k: v for k, v in item.items() if k != 'clips'}
         if 'sc' in self.subtasks or 'whole' in self.subtasks:
@@ -224,8 +235,8 @@ class ViewRecipe:
         for key in [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in batch]:
             aug, views = self.aug(key.split('_')[0]), batch[key].to(device, non_blocking=True)   # (B,V,C,T,H,W) uint8
             flat = views.flatten(0, 1)
-            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)),
-                                         chunk).unflatten(0, views.shape[:2])
+            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)), chunk,
+                                         fused=self.photometric == 'fused').unflatten(0, views.shape[:2])
         return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 
 # %% ../nbs/02_augment.ipynb #8d802632
@@ -269,8 +280,8 @@ def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
     rgb = top.unsqueeze(-3) * (1 - s.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp(0, 1))
     return (rgb * (256 - 1e-3)).floor()
 
-def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int)->torch.Tensor:
-    "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding, rounded."
+def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int, rounded:bool=True)->torch.Tensor:
+    "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding."
     lim = (size - 1) / (2 * 2 ** 0.5)
     k1 = torch.softmax(-(torch.linspace(-lim, lim, size, device=x.device) / sigma[:, None]) ** 2, dim=1)    # (N,size)
     planes = x[0].numel() // x.shape[-1] // x.shape[-2]                 # frames x channels of a clip
@@ -278,7 +289,7 @@ def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int)->torch.Tensor:
     flat = torch.nn.functional.pad(x.reshape(1, -1, *x.shape[-2:]), [size // 2] * 4, mode='reflect')
     flat = torch.nn.functional.conv2d(flat, k, groups=len(k))           # torchvision's 2-D kernel is separable:
     flat = torch.nn.functional.conv2d(flat, k.transpose(-1, -2), groups=len(k))   # rows, then columns
-    return flat.reshape(x.shape).round()
+    return flat.reshape(x.shape).round() if rounded else flat.reshape(x.shape)
 
 def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric half is drawn
                      n:int,                # clips
@@ -293,22 +304,66 @@ def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric 
                 grayscale=rand(n) < aug.grayscale_p, blur=rand(n) < aug.blur_p, sigma=between(*aug.blur_sigma))
 
 JITTERS = ('brightness', 'contrast', 'saturation', 'hue')   # ColorJitter's four, in the order its draws number them
+
+
+# %% ../nbs/02_augment.ipynb #c96ca22d
+def _turn_hue(turns:torch.Tensor)->torch.Tensor:
+    "(N,3,3): rotations of RGB by `turns` about the grey axis (1,1,1); a third of a turn takes red to green."
+    angle, eye = 2 * math.pi * turns.view(-1, 1, 1), torch.eye(3, device=turns.device)
+    grey_axis = torch.full((3, 3), 1 / 3, device=turns.device)       # projection onto (1,1,1)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device) / 3 ** 0.5   # (1,1,1)/√3 x .
+    return grey_axis + angle.cos() * (eye - grey_axis) + angle.sin() * cross
+
+def colour_twist(aug:SpatialAug,
+                 params:dict,                # from `draw_photometric(aug, N)`
+                 frame_means:torch.Tensor,   # (N,T,3): the mean RGB of each frame of the input, in 0..255
+                )->tuple:                    # matrices (N,3,3) and offsets (N,T,3): RGB -> matrix @ RGB + offset
+    "Each clip's jitter, in its drawn order, and grayscale as one affine map of RGB (unclamped)."
+    eye, luma = torch.eye(3, device=frame_means.device), torch.tensor(_LUMA, device=frame_means.device)
+    grey = luma.expand(3, 3)                                          # luma into all three channels
+    matrix, offset = eye.repeat(len(frame_means), 1, 1), torch.zeros_like(frame_means)
+    steps = [(position, k) for position in range(4) for k in range(4) if aug.jitter[k]]
+    for position, k in steps:
+        name, drawn = JITTERS[k], params['jitter'] & (params['order'][:, position] == k)
+        f = torch.where(drawn, params[name], float(name != 'hue')).view(-1, 1, 1)   # not drawn: the identity
+        step, shift = (_turn_hue(f) if name == 'hue' else f * eye + (1 - f) * grey if name == 'saturation'
+                       else f * eye), 0
+        if name == 'contrast':   # towards each frame's mean grey, as the steps so far leave that frame
+            shift = (1 - f) * ((frame_means @ matrix.mT + offset) @ luma)[..., None]
+        matrix, offset = step @ matrix, offset @ step.mT + shift
+    if aug.grayscale_p:
+        step = torch.where(params['grayscale'].view(-1, 1, 1), grey, eye)
+        matrix, offset = step @ matrix, offset @ step.mT
+    return matrix, offset
+
+
+# %% ../nbs/02_augment.ipynb #49f8d692
 CPU_CHUNK = 8   # clips per pass of `apply_photometric` on a CPU (09_bench measures it)
 
 def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       aug:SpatialAug,
                       params:dict,         # from `draw_photometric(aug, N)`
                       chunk:int|None=None, # clips per pass (None: all at once, as on a GPU; on a CPU a few stay in cache)
+                      fused:bool=False,    # one colour matrix per clip (`colour_twist`) instead of torchvision's ops
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
     "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
     if clips.dtype != torch.uint8:
         raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
     if chunk and len(clips) > chunk:
         parts = range(0, len(clips), chunk)
-        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()})
-                          for i in parts])
+        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()},
+                                            fused=fused) for i in parts])
+    p = {k: v.to(clips.device) for k, v in params.items()}
+    mean, std = (torch.tensor(v, device=clips.device).view(3, 1, 1) for v in (aug.mean, aug.std))
+    if fused: x = _fused_colour(clips, aug, p, mean, std)      # normalised already
+    else: x = _exact_colour(clips, aug, p)
+    if aug.blur_p and p['blur'].any():
+        x[p['blur']] = _blur(x[p['blur']], p['sigma'][p['blur']], aug.size // 10 * 2 + 1, rounded=not fused)
+    return (x if fused else (x / 255 - mean) / std).transpose(1, 2)
+
+def _exact_colour(clips, aug, p):
+    "Jitter and grayscale as torchvision computes them: (N,T,C,H,W) in 0..255, each op rounded and clamped."
     x = clips.transpose(1, 2).float()   # (N,T,C,H,W) in 0..255, as torchvision sees a video
-    p = {k: v.to(x.device) for k, v in params.items()}
     col = lambda v: v.view(-1, 1, 1, 1, 1)
     ops = dict(brightness=lambda x, f: (x * col(f)).clamp(0, 255).floor(),
                contrast=lambda x, f: _blend(x, _grey(x).mean((-3, -2, -1), keepdim=True),
@@ -321,9 +376,16 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
             if aug.jitter[k] and chosen.any():
                 x[chosen] = ops[name](x[chosen], p[name][chosen])   # a strength of 0: the op is off
     if aug.grayscale_p and p['grayscale'].any(): x[p['grayscale']] = _grey(x[p['grayscale']]).expand(-1, -1, 3, -1, -1)
-    if aug.blur_p and p['blur'].any(): x[p['blur']] = _blur(x[p['blur']], p['sigma'][p['blur']], aug.size // 10 * 2 + 1)
-    mean, std = (torch.tensor(v, device=x.device).view(3, 1, 1) for v in (aug.mean, aug.std))
-    return ((x / 255 - mean) / std).transpose(1, 2)
+    return x
+
+def _fused_colour(clips, aug, p, mean, std):
+    "Jitter, grayscale and normalisation as one affine map per clip (and frame), clamped once: (N,T,C,H,W) normalised."
+    x = clips.transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)   # (N,T,C,H,W), planes whole
+    n, t = x.shape[:2]
+    matrix, offset = colour_twist(aug, p, x.mean((-2, -1)))
+    matrix, offset = matrix / (255 * std.view(3, 1)), (offset / 255 - mean.view(3)) / std.view(3)   # normalised
+    x = torch.baddbmm(offset.reshape(n * t, 3, 1), matrix.repeat_interleave(t, 0), x.view(n * t, 3, -1))
+    return x.view(n, t, 3, *clips.shape[-2:]).clamp_(-mean / std, (1 - mean) / std)   # 0..255, normalised
 
 
 # %% ../nbs/02_augment.ipynb #fed47db2

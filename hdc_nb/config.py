@@ -12,7 +12,7 @@ import torch
 from fastcore.docments import docments
 from fastcore.script import Param
 from .data import BENCHMARK, DATASET_KINDS, decode_short_side
-from .augment import AUG_PRESETS, HARD_NEGATIVES, RECIPES, ViewRecipe
+from .augment import AUG_PRESETS, HARD_NEGATIVES, PHOTOMETRIC, RECIPES, ViewRecipe
 from .model import BACKBONES, HDCModel
 from .loss import WEIGHT_MODES
 
@@ -173,7 +173,7 @@ def flat_keys()->dict:
 # %% ../nbs/04a_config.ipynb #c9738e98
 CHOICES = dict(dataset=DATASET_KINDS, recipe=tuple(RECIPES), sc_temporal=('', 'shuffle', 'still'),
                short=('repeat', 'loop'), sc_aug=tuple(AUG_PRESETS), tc_aug=tuple(AUG_PRESETS),
-               whole_aug=tuple(AUG_PRESETS), backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
+               whole_aug=tuple(AUG_PRESETS), photometric=PHOTOMETRIC, backbone=tuple(BACKBONES), weight_mode=WEIGHT_MODES,
                optimizer=('sgd', 'adamw'), device=('auto', 'cuda', 'cpu'), amp=('auto', 'bf16', 'fp16', 'off'),
                on_nonfinite=('stop', 'skip'), on_missing=('error', 'skip'))
 POSITIVE = ('num_frames', 'stride', 'crop_size', 'proj_dim', 'steps', 'batch_size', 'grad_accum', 'lr', 'temperature',
