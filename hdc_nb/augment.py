@@ -280,16 +280,21 @@ def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
     rgb = top.unsqueeze(-3) * (1 - s.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp(0, 1))
     return (rgb * (256 - 1e-3)).floor()
 
+def _blur_matrix(sigma:torch.Tensor, n:int, size:int)->torch.Tensor:
+    "(N,n,n): torchvision's blur kernel of `size` taps for each `sigma`, along one axis of n pixels, reflect padding folded in."
+    lim = (size - 1) / (2 * 2 ** 0.5)
+    k1 = torch.softmax(-(torch.linspace(-lim, lim, size, device=sigma.device) / sigma[:, None]) ** 2, dim=1)  # (N,size)
+    taps = (torch.arange(n, device=sigma.device)[:, None] + torch.arange(size, device=sigma.device) - size // 2).abs()
+    taps = torch.where(taps > n - 1, 2 * (n - 1) - taps, taps)    # the pixel each tap reads, reflected at both ends
+    weights = torch.zeros(len(sigma), n, n, device=sigma.device)
+    return weights.scatter_add_(2, taps.expand(len(sigma), -1, -1), k1[:, None].expand(-1, n, -1))
+
 def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int, rounded:bool=True)->torch.Tensor:
     "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding."
-    lim = (size - 1) / (2 * 2 ** 0.5)
-    k1 = torch.softmax(-(torch.linspace(-lim, lim, size, device=x.device) / sigma[:, None]) ** 2, dim=1)    # (N,size)
-    planes = x[0].numel() // x.shape[-1] // x.shape[-2]                 # frames x channels of a clip
-    k = k1.repeat_interleave(planes, 0)[:, None, None]                  # one (1,1,size) kernel per plane
-    flat = torch.nn.functional.pad(x.reshape(1, -1, *x.shape[-2:]), [size // 2] * 4, mode='reflect')
-    flat = torch.nn.functional.conv2d(flat, k, groups=len(k))           # torchvision's 2-D kernel is separable:
-    flat = torch.nn.functional.conv2d(flat, k.transpose(-1, -2), groups=len(k))   # rows, then columns
-    return flat.reshape(x.shape).round() if rounded else flat.reshape(x.shape)
+    n, h, w = len(x), *x.shape[-2:]       # torchvision's 2-D kernel is separable: blur the rows, then the columns,
+    rows = x.reshape(n, -1, w) @ _blur_matrix(sigma, w, size).mT   # each a product with a matrix (fast on any device)
+    out = (_blur_matrix(sigma, h, size)[:, None] @ rows.view(n, -1, h, w)).view(x.shape)
+    return out.round() if rounded else out
 
 def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric half is drawn
                      n:int,                # clips
@@ -308,8 +313,8 @@ JITTERS = ('brightness', 'contrast', 'saturation', 'hue')   # ColorJitter's four
 
 # %% ../nbs/02_augment.ipynb #c96ca22d
 def _turn_hue(turns:torch.Tensor)->torch.Tensor:
-    "(N,3,3): rotations of RGB by `turns` about the grey axis (1,1,1); a third of a turn takes red to green."
-    angle, eye = 2 * math.pi * turns.view(-1, 1, 1), torch.eye(3, device=turns.device)
+    "(...,3,3): rotations of RGB by `turns` about the grey axis (1,1,1); a third of a turn takes red to green."
+    angle, eye = 2 * math.pi * turns[..., None, None], torch.eye(3, device=turns.device)
     grey_axis = torch.full((3, 3), 1 / 3, device=turns.device)       # projection onto (1,1,1)
     cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device) / 3 ** 0.5   # (1,1,1)/√3 x .
     return grey_axis + angle.cos() * (eye - grey_axis) + angle.sin() * cross
@@ -322,15 +327,14 @@ def colour_twist(aug:SpatialAug,
     eye, luma = torch.eye(3, device=frame_means.device), torch.tensor(_LUMA, device=frame_means.device)
     grey = luma.expand(3, 3)                                          # luma into all three channels
     matrix, offset = eye.repeat(len(frame_means), 1, 1), torch.zeros_like(frame_means)
-    steps = [(position, k) for position in range(4) for k in range(4) if aug.jitter[k]]
-    for position, k in steps:
-        name, drawn = JITTERS[k], params['jitter'] & (params['order'][:, position] == k)
-        f = torch.where(drawn, params[name], float(name != 'hue')).view(-1, 1, 1)   # not drawn: the identity
-        step, shift = (_turn_hue(f) if name == 'hue' else f * eye + (1 - f) * grey if name == 'saturation'
-                       else f * eye), 0
-        if name == 'contrast':   # towards each frame's mean grey, as the steps so far leave that frame
-            shift = (1 - f) * ((frame_means @ matrix.mT + offset) @ luma)[..., None]
-        matrix, offset = step @ matrix, offset @ step.mT + shift
+    op = torch.where(params['jitter'][:, None], params['order'], -1)[..., None, None]   # (N,4,1,1); -1: no jitter
+    drawn = lambda name, neutral: torch.where(op == JITTERS.index(name), params[name].view(-1, 1, 1, 1), neutral)
+    b, c, s, h = drawn('brightness', 1.0), drawn('contrast', 1.0), drawn('saturation', 1.0), drawn('hue', 0.0)
+    steps = b * c * (s * eye + (1 - s) * grey) @ _turn_hue(h[..., 0, 0])   # (N,4,3,3): at each position one op is
+    for position in range(4):                                                # drawn, the other three are neutral
+        step, f = steps[:, position], c[:, position]
+        shift = (1 - f) * ((frame_means @ matrix.mT + offset) @ luma)[..., None]   # contrast: towards each frame's
+        matrix, offset = step @ matrix, offset @ step.mT + shift                   # mean grey as the steps so far leave it
     if aug.grayscale_p:
         step = torch.where(params['grayscale'].view(-1, 1, 1), grey, eye)
         matrix, offset = step @ matrix, offset @ step.mT
@@ -346,20 +350,21 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       chunk:int|None=None, # clips per pass (None: all at once, as on a GPU; on a CPU a few stay in cache)
                       fused:bool=False,    # one colour matrix per clip (`colour_twist`) instead of torchvision's ops
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
-    "`aug`'s photometric half on a batch of clips at once: each op applied once to the clips that drew it."
+    "`aug`'s photometric half on a batch: torchvision's ops, each once on the clips that drew it, or one matrix per clip."
     if clips.dtype != torch.uint8:
         raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
-    if chunk and len(clips) > chunk:
-        parts = range(0, len(clips), chunk)
-        return torch.cat([apply_photometric(clips[i:i + chunk], aug, {k: v[i:i + chunk] for k, v in params.items()},
-                                            fused=fused) for i in parts])
+    n, c, t, h, w = clips.shape
     p = {k: v.to(clips.device) for k, v in params.items()}
     mean, std = (torch.tensor(v, device=clips.device).view(3, 1, 1) for v in (aug.mean, aug.std))
-    if fused: x = _fused_colour(clips, aug, p, mean, std)      # normalised already
-    else: x = _exact_colour(clips, aug, p)
-    if aug.blur_p and p['blur'].any():
-        x[p['blur']] = _blur(x[p['blur']], p['sigma'][p['blur']], aug.size // 10 * 2 + 1, rounded=not fused)
-    return (x if fused else (x / 255 - mean) / std).transpose(1, 2)
+    x, step = torch.empty(n, t, c, h, w, device=clips.device), chunk or max(n, 1)   # (N,T,C,H,W), as torchvision's
+    for i in range(0, n, step):
+        part, q = x[i:i + step], {k: v[i:i + step] for k, v in p.items()}
+        if fused: _fused_colour(clips[i:i + step], aug, q, mean, std, out=part)   # normalised already
+        else: part.copy_(_exact_colour(clips[i:i + step], aug, q))
+        if aug.blur_p and q['blur'].any():
+            part[q['blur']] = _blur(part[q['blur']], q['sigma'][q['blur']], aug.size // 10 * 2 + 1, rounded=not fused)
+        if not fused: part.div_(255).sub_(mean).div_(std)
+    return x.transpose(1, 2)
 
 def _exact_colour(clips, aug, p):
     "Jitter and grayscale as torchvision computes them: (N,T,C,H,W) in 0..255, each op rounded and clamped."
@@ -378,14 +383,16 @@ def _exact_colour(clips, aug, p):
     if aug.grayscale_p and p['grayscale'].any(): x[p['grayscale']] = _grey(x[p['grayscale']]).expand(-1, -1, 3, -1, -1)
     return x
 
-def _fused_colour(clips, aug, p, mean, std):
-    "Jitter, grayscale and normalisation as one affine map per clip (and frame), clamped once: (N,T,C,H,W) normalised."
+def _fused_colour(clips, aug, p, mean, std, out):
+    "Jitter, grayscale and normalisation as one affine map per clip and frame, clamped once, into `out` (N,T,C,H,W)."
     x = clips.transpose(1, 2).to(torch.float32, memory_format=torch.contiguous_format)   # (N,T,C,H,W), planes whole
     n, t = x.shape[:2]
     matrix, offset = colour_twist(aug, p, x.mean((-2, -1)))
     matrix, offset = matrix / (255 * std.view(3, 1)), (offset / 255 - mean.view(3)) / std.view(3)   # normalised
-    x = torch.baddbmm(offset.reshape(n * t, 3, 1), matrix.repeat_interleave(t, 0), x.view(n * t, 3, -1))
-    return x.view(n, t, 3, *clips.shape[-2:]).clamp_(-mean / std, (1 - mean) / std)   # 0..255, normalised
+    torch.baddbmm(offset.reshape(n * t, 3, 1), matrix.repeat_interleave(t, 0), x.view(n * t, 3, -1),
+                  out=out.view(n * t, 3, -1))
+    for c, (m, s) in enumerate(zip(aug.mean, aug.std)):   # 0..255 before normalising (a channel at a time: 4x faster)
+        out[:, :, c].clamp_(-m / s, (1 - m) / s)
 
 
 # %% ../nbs/02_augment.ipynb #fed47db2

@@ -21,10 +21,10 @@ from .config import TrainConfig, make_config, write_result
 from .train import ContrastStep, Trainer, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['BENCH_SOURCES', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_benchmark', 'hdc_bench_decode', 'decode_rows',
-           'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows', 'precision_agreement', 'photometric_rows',
-           'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table',
-           'hdc_gpu_check']
+__all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_benchmark', 'hdc_bench_decode',
+           'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows', 'precision_agreement',
+           'photometric_rows', 'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check',
+           'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #d5b9584c
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
@@ -200,11 +200,12 @@ class PeakMemory:
         return self
     def __exit__(self, *exc): self._stop.set(); self._thread.join()
 
-def _pipeline_worker(folder:str, cache:str|None, workers:int, passes:int, size:int, deferred:bool)->dict:
+def _pipeline_worker(folder:str, cache:str|None, workers:int, passes:int, size:int, augment:str)->dict:
     "Time `passes` epochs of the hdc-recipe pipeline over `folder` (run in a fresh process)."
     torch.set_num_threads(1)
     baseline = _pss_mb(os.getpid())
-    recipe = get_recipe('hdc', num_frames=16, stride=2, size=size, sc_gap=(16, None), on_gpu=deferred)
+    recipe = get_recipe('hdc', num_frames=16, stride=2, size=size, sc_gap=(16, None), on_gpu=augment == 'crop',
+                        photometric='fused' if augment == 'fused' else 'exact')
     ds = FolderDataset(folder, sampler=recipe.sampler(), transform=recipe, size=size, cache=cache)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=workers, persistent_workers=workers > 0,
                                          collate_fn=recipe.collate)   # as the trainer collates
@@ -222,19 +223,22 @@ def _fresh(name:str, *args):
     with ProcessPoolExecutor(1, mp_context=get_context('spawn')) as pool:
         return pool.submit(getattr(module, name), *args).result()
 
+PLACEMENTS = {'crop': 'crop in workers', 'exact': 'all in workers', 'fused': 'all in workers, fused'}   # the table's names
+
 def pipeline_rows(folder, source:str, videos:int=24, workers=(0, 1, 2), passes:int=2, size:int=112, seconds=None,
-                  deferred:bool=True, # leave the photometric half to the GPU (`on_gpu`), as a GPU run does; False: all of it in the workers
+                  augment:str='crop', # 'crop': the photometric half left to the GPU (`on_gpu`), as a GPU run does; 'exact' or 'fused': all in the workers
                  )->list[dict]:
     "One row per (source, cached or not, workers): decoded clips/s and peak memory, each configuration in a fresh process."
+    if augment not in PLACEMENTS: raise ValueError(f"augment={augment!r} is not one of {list(PLACEMENTS)}")
     root = Path(folder)/'pipeline'/source.replace(' ', '_')
     if not (root/'videos').exists(): make_bench_videos(root/'videos', source, copies=videos, seconds=seconds)
     prepare_cache(FolderDataset(root/'videos'), root/'cache', size=size)
     rows = []
     for cache in (None, root/'cache'):
         for n in workers:
-            r = _fresh('_pipeline_worker', str(root/'videos'), cache and str(cache), n, passes, size, deferred)
+            r = _fresh('_pipeline_worker', str(root/'videos'), cache and str(cache), n, passes, size, augment)
             rows.append(dict(source=source, input='npy cache' if cache else 'original', workers=n,
-                             augment='crop in workers' if deferred else 'all in workers',
+                             augment=PLACEMENTS[augment],
                              clips_per_s=3 * r['videos'] / r['seconds'],
                              baseline_mb=r['baseline_mb'], peak_mb=r['peak_mb']))
     return rows
@@ -321,13 +325,14 @@ def photometric_rows(videos:int=64,       # videos in the batch
     clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8,
                                        device=device), aug.photometric()
     paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1)))
-                                                            .as_subclass(torch.Tensor) for c in clips]),
-             'ours clip by clip (as a CPU worker would)':
-                 lambda: [apply_photometric(c[None], aug, draw_photometric(aug, 1)) for c in clips],
-             'batched (apply_photometric)': lambda: apply_photometric(clips, aug, draw_photometric(aug, len(clips)))}
-    for chunk in chunks:   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
-        paths[f'batched, {chunk} clips a pass'] = lambda chunk=chunk: apply_photometric(
-            clips, aug, draw_photometric(aug, len(clips)), chunk)
+                                                            .as_subclass(torch.Tensor) for c in clips])}
+    for fused, ops in ((False, 'exact ops'), (True, 'fused')):
+        paths[f'{ops}, clip by clip (as a CPU worker would)'] = lambda fused=fused: [
+            apply_photometric(c[None], aug, draw_photometric(aug, 1), fused=fused) for c in clips]
+        for chunk in (None, *chunks):   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
+            paths[f'{ops}, ' + (f'{chunk} clips a pass' if chunk else 'whole batch')] = \
+                lambda fused=fused, chunk=chunk: apply_photometric(clips, aug, draw_photometric(aug, len(clips)),
+                                                                   chunk, fused=fused)
     rows = []
     for name, run in paths.items():
         times = []
@@ -351,9 +356,11 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     bar = tqdm(total=4, desc='hdc_bench')
     decode = decode_rows(work, clips=2 if quick else 10, reps=1 if quick else 3, size=112, **q); bar.update()
     pipe_sources = ('UCF101-like MPEG-4 7 s', 'Kinetics-like H.264 10 s')
-    pipeline = [r for s, deferred in ((pipe_sources[0], True), (pipe_sources[1], True), (pipe_sources[0], False))
+    placements = [(pipe_sources[0], 'crop'), (pipe_sources[1], 'crop'), (pipe_sources[0], 'exact'),
+                  (pipe_sources[0], 'fused')]
+    pipeline = [r for s, augment in placements
                 for r in pipeline_rows(work, s, videos=4 if quick else 24, workers=(0, 2) if quick else (0, 1, 2),
-                                       passes=1 if quick else 2, deferred=deferred, **q)]; bar.update()
+                                       passes=1 if quick else 2, augment=augment, **q)]; bar.update()
     setups = (('tiny3d', 2),) if quick else (('tiny3d', 8), ('r3d_18', 2))
     train = train_rows(setups, num_frames=4 if quick else 16, size=32 if quick else 112, steps=1 if quick else 3)
     native = cpu_bf16_native()   # the demo's step (tiny3d, 32 videos of 8x32x32) in bf16 and compiled, beside fp32
@@ -439,7 +446,8 @@ def plot_bench(results:dict, path=None):
     axs[0].set_ylabel('clips/s'); axs[0].legend(fontsize=8)
     axs[0].set_title('decoding one clip at a time (one process)', fontsize=10)
     pipe = results['pipeline']
-    labels = [f"{r['source'].split()[1]}, {r['augment'].split()[0]}\n{r['input']}, {r['workers']}w" for r in pipe]
+    labels = [f"{r['source'].split()[1]}, {r['augment'].replace(' in workers', '')}\n{r['input']}, {r['workers']}w"
+              for r in pipe]
     axs[1].bar(range(len(pipe)), [r['vs_decode_limit'] for r in pipe],
                color=['C0' if r['input'] == 'original' else 'C2' for r in pipe])
     axs[1].axhline(1.0, color='k', ls=':'); axs[1].axhline(0.9, color='r', ls=':')
