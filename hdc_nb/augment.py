@@ -310,7 +310,6 @@ def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric 
 
 JITTERS = ('brightness', 'contrast', 'saturation', 'hue')   # ColorJitter's four, in the order its draws number them
 
-
 # %% ../nbs/02_augment.ipynb #c96ca22d
 def _turn_hue(turns:torch.Tensor)->torch.Tensor:
     "(...,3,3): rotations of RGB by `turns` about the grey axis (1,1,1); a third of a turn takes red to green."
@@ -339,7 +338,6 @@ def colour_twist(aug:SpatialAug,
         step = torch.where(params['grayscale'].view(-1, 1, 1), grey, eye)
         matrix, offset = step @ matrix, offset @ step.mT
     return matrix, offset
-
 
 # %% ../nbs/02_augment.ipynb #49f8d692
 CPU_CHUNK = 8   # clips per pass of `apply_photometric` on a CPU (09_bench measures it)
@@ -393,7 +391,6 @@ def _fused_colour(clips, aug, p, mean, std, out):
                   out=out.view(n * t, 3, -1))
     for c, (m, s) in enumerate(zip(aug.mean, aug.std)):   # 0..255 before normalising (a channel at a time: 4x faster)
         out[:, :, c].clamp_(-m / s, (1 - m) / s)
-
 
 # %% ../nbs/02_augment.ipynb #fed47db2
 def show_views(item:dict,             # an item made by a ViewRecipe

@@ -23,8 +23,8 @@ from .train import ContrastStep, Trainer, cpu_bf16_native
 # %% auto #0
 __all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_benchmark', 'hdc_bench_decode',
            'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows', 'precision_agreement',
-           'photometric_rows', 'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check',
-           'gpu_table', 'hdc_gpu_check']
+           'photometric_rows', 'photometric_table', 'run_bench', 'train_table', 'bench_table', 'plot_bench',
+           'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #d5b9584c
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
@@ -346,6 +346,12 @@ def photometric_rows(videos:int=64,       # videos in the batch
     for r in rows: r['speedup'] = rows[0]['seconds'] / r['seconds']
     return rows
 
+def photometric_table(rows:list[dict])->str:
+    "Markdown: one row per path of `photometric_rows`."
+    return '\n'.join(['| path | clips | clip | device | seconds per batch | speed-up |', '|---|---|---|---|---|---|'] +
+                     [f"| {r['path']} | {r['clips']} | {r['clip']} | {r['device']} | {r['seconds']:.2f} | "
+                      f"{r['speedup']:.1f}x |" for r in rows])
+
 # %% ../nbs/09_bench.ipynb #8ba45366
 def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)->dict:
     "Decode, pipeline and training benchmarks; the results (also written to out_dir/bench.json and bench.md)."
@@ -353,7 +359,7 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     out, work = Path(out_dir), Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     q = dict(seconds=1.6) if quick else {}
-    bar = tqdm(total=4, desc='hdc_bench')
+    bar = tqdm(total=5, desc='hdc_bench')
     decode = decode_rows(work, clips=2 if quick else 10, reps=1 if quick else 3, size=112, **q); bar.update()
     pipe_sources = ('UCF101-like MPEG-4 7 s', 'Kinetics-like H.264 10 s')
     placements = [(pipe_sources[0], 'crop'), (pipe_sources[1], 'crop'), (pipe_sources[0], 'exact'),
@@ -371,7 +377,10 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     if device == 'cuda' or (device is None and torch.cuda.is_available()):
         train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
                             variants=(('bf16', False, False),))
-    bar.update(); bar.close()
+    bar.update()
+    small = dict(videos=4, views=2, num_frames=4, size=32, reps=1) if quick else {}   # quick: tiny clips
+    photometric = [r for d in ['cpu'] + ['cuda'] * (device == 'cuda' or (device is None and torch.cuda.is_available()))
+                   for r in photometric_rows(device=d, **small)]; bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
                 for r in pipeline if r['input'] == 'original'}
@@ -381,7 +390,8 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
     machine = dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), torch=torch.__version__,
                    cpu_bf16_native=cpu_bf16_native(),
                    gpu=torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-    results = dict(machine=machine, quick=quick, decode=decode, pipeline=pipeline, train=train)
+    results = dict(machine=machine, quick=quick, decode=decode, pipeline=pipeline, train=train,
+                   photometric=photometric)
     write_result(out/'bench.json', results); write_result(out/'bench.md', bench_table(results))
     return results
 
@@ -415,6 +425,9 @@ def bench_table(results:dict)->str:
     lines += [f"| {r['source']} | {r['augment']} | {r['input']} | {r['workers']} | {r['clips_per_s']:.1f} | "
               f"{r['vs_decode_limit']:.2f}x | {r['vs_uncached']:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |"
               for r in results['pipeline']]
+    if results.get('photometric'):   # runs before 2026-11-30 timed it apart (photometric_rows)
+        lines += ['', "### The photometric half of one batch (`strong`: jitter with hue, blur)", '',
+                  photometric_table(results['photometric'])]
     lines += ['', '### Training step (HDC: 5 clips per video)', '', train_table(results['train'])]
     lines += ['', '### Does loading keep up? (videos/s: a training step embeds 5 clips per video, '
                   'the pipeline decodes 3)', '']
@@ -523,11 +536,13 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']):
         raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
+    photometric = photometric_rows(device=device, **(dict(videos=4, views=2, num_frames=4, size=32, reps=1)
+                                                     if quick else {}))   # the batched half against the per-clip loop
     machine = dict(device=(torch.cuda.get_device_name() if device == 'cuda'
                            else platform.processor() or platform.machine()),
                    torch=torch.__version__, cores=os.cpu_count())
     results = dict(machine=machine, quick=quick, train=train,
-                   pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp)
+                   pipeline=wait | dict(backbone=backbone, batch=8 if quick else 32), ddp=ddp, photometric=photometric)
     write_result(out/'gpu_check.json', results); write_result(out/'gpu_check.md', gpu_table(results))
     return results
 
@@ -540,7 +555,8 @@ def gpu_table(results:dict)->str:
                       f"photometric half on the device, {p['precision']}): "
                       f"{p['clips_per_s']:.1f} clips/s, {p['data_wait']:.0%} of the time waiting for data.",
                       f"DDP, one process ({d['backend']}): {d['sync_bn_layers']} SyncBatchNorm layers, "
-                      f"loss {d['loss']:.3f}, gradients finite: {d['finite_grads']}."]) + '\n'
+                      f"loss {d['loss']:.3f}, gradients finite: {d['finite_grads']}.", '',
+                      photometric_table(results['photometric'])]) + '\n'
 
 @call_parse
 def hdc_gpu_check(out_dir:str='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go here

@@ -374,7 +374,6 @@ def read_checkpoint(path, device='cpu')->dict:
         raise CheckpointError(f"checkpoint {path} lacks {missing}: it is not a complete checkpoint of hdc_pretrain")
     return ckpt
 
-
 # %% ../nbs/04a_config.ipynb #d008963b
 def write_result(path,                        # where the file goes (its folder is made)
                  content:str|dict|list)->Path: # text, written as it is, or anything else, as indented JSON
