@@ -282,7 +282,8 @@ def _check_resume_config(stored:dict, now:TrainConfig, path, device):
     changed = {k: (before[k], v) for k, v in now.flat().items() if before[k] != v}
     if 'amp' in changed and autocast_dtype(changed['amp'][0], device) == autocast_dtype(changed['amp'][1], device):
         del changed['amp']   # same precision here
-    refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES}
+    unread = tuple(f'{s}_aug' for s in ('sc', 'tc', 'whole') if s not in now.views.subtasks)   # no such views
+    refused = {k: c for k, c in changed.items() if k not in RESUMABLE_CHANGES + unread}
     show = lambda cs: ', '.join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in cs.items())
     if refused: raise ValueError(f"--resume from {path}: {show(refused)} would change what the run computes, "
                                  "so it could not continue exactly; "
