@@ -21,10 +21,10 @@ from .config import TrainConfig, make_config, write_result
 from .train import ContrastStep, Trainer, cpu_bf16_native
 
 # %% auto #0
-__all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'bench_frames', 'make_bench_videos', 'decode_benchmark', 'hdc_bench_decode',
-           'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows', 'precision_agreement',
-           'photometric_rows', 'photometric_table', 'run_bench', 'train_table', 'bench_table', 'plot_bench',
-           'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
+__all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'QUICK_PHOTOMETRIC', 'bench_frames', 'make_bench_videos', 'decode_benchmark',
+           'hdc_bench_decode', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows',
+           'precision_agreement', 'photometric_rows', 'photometric_table', 'run_bench', 'train_table', 'bench_table',
+           'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #d5b9584c
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
@@ -346,6 +346,8 @@ def photometric_rows(videos:int=64,       # videos in the batch
     for r in rows: r['speedup'] = rows[0]['seconds'] / r['seconds']
     return rows
 
+QUICK_PHOTOMETRIC = dict(videos=4, views=2, num_frames=4, size=32, reps=1)   # tiny clips: checks that the rows run
+
 def photometric_table(rows:list[dict])->str:
     "Markdown: one row per path of `photometric_rows`."
     return '\n'.join(['| path | clips | clip | device | seconds per batch | speed-up |', '|---|---|---|---|---|---|'] +
@@ -378,9 +380,8 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
         train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
                             variants=(('bf16', False, False),))
     bar.update()
-    small = dict(videos=4, views=2, num_frames=4, size=32, reps=1) if quick else {}   # quick: tiny clips
     photometric = [r for d in ['cpu'] + ['cuda'] * (device == 'cuda' or (device is None and torch.cuda.is_available()))
-                   for r in photometric_rows(device=d, **small)]; bar.update(); bar.close()
+                   for r in photometric_rows(device=d, **QUICK_PHOTOMETRIC if quick else {})]; bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
                 for r in pipeline if r['input'] == 'original'}
@@ -536,8 +537,7 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']):
         raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
-    photometric = photometric_rows(device=device, **(dict(videos=4, views=2, num_frames=4, size=32, reps=1)
-                                                     if quick else {}))   # the batched half against the per-clip loop
+    photometric = photometric_rows(device=device, **QUICK_PHOTOMETRIC if quick else {})   # batched against per clip
     machine = dict(device=(torch.cuda.get_device_name() if device == 'cuda'
                            else platform.processor() or platform.machine()),
                    torch=torch.__version__, cores=os.cpu_count())
