@@ -292,8 +292,9 @@ def _blur_matrix(sigma:torch.Tensor, n:int, size:int)->torch.Tensor:
 def _blur(x:torch.Tensor, sigma:torch.Tensor, size:int, rounded:bool=True)->torch.Tensor:
     "Gaussian blur of (N,T,C,H,W) values, one `sigma` per clip, with torchvision's kernel and reflect padding."
     n, h, w = len(x), *x.shape[-2:]       # torchvision's 2-D kernel is separable: blur the rows, then the columns,
-    rows = x.reshape(n, -1, w) @ _blur_matrix(sigma, w, size).mT   # each a product with a matrix (fast on any device)
-    out = (_blur_matrix(sigma, h, size)[:, None] @ rows.view(n, -1, h, w)).view(x.shape)
+    across = _blur_matrix(sigma, w, size)   # each a product with a matrix (fast on any device)
+    down = across if h == w else _blur_matrix(sigma, h, size)
+    out = (down[:, None] @ (x.reshape(n, -1, w) @ across.mT).view(n, -1, h, w)).view(x.shape)
     return out.round() if rounded else out
 
 def draw_photometric(aug:SpatialAug,       # the augmentation whose photometric half is drawn

@@ -376,12 +376,14 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
                                                                    + [('bf16', True, False)] * native)
     train += train_rows((('tiny3d', 4 if quick else 32),), num_frames=8, size=32, steps=1 if quick else 3,
                         variants=variants); bar.update()
-    if device == 'cuda' or (device is None and torch.cuda.is_available()):
+    gpu = device == 'cuda' or (device is None and torch.cuda.is_available())
+    if gpu:
         train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
                             variants=(('bf16', False, False),))
     bar.update()
-    photometric = [r for d in ['cpu'] + ['cuda'] * (device == 'cuda' or (device is None and torch.cuda.is_available()))
-                   for r in photometric_rows(device=d, **QUICK_PHOTOMETRIC if quick else {})]; bar.update(); bar.close()
+    photometric = [r for d in ['cpu'] + ['cuda'] * gpu
+                   for r in photometric_rows(device=d, **QUICK_PHOTOMETRIC if quick else {})]
+    bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
                 for r in pipeline if r['input'] == 'original'}

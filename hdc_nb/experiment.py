@@ -49,7 +49,7 @@ ARMS = {  # arm name: changes to EXPERIMENT_BASE (None: no training); 'steps_lik
     'HDC inv., shared views': dict(weight_mode='invariance', share_views=True),
     'HDC inv., shared views, SC colour aug': dict(weight_mode='invariance', share_views=True, sc_aug='colour'),
     'HDC inv., SC still': dict(weight_mode='invariance', sc_temporal='still'),
-    'SC only, shape aug': BEST_RECIPE,   # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.train
+    'SC only, shape aug': BEST_RECIPE,   # the demo's recipe (DEMO_ARM): one copy of its settings, in hdc_nb.config
     'SC only, shape aug, fused photometric': BEST_RECIPE | dict(photometric='fused'),   # 02_augment's fast path
     'HDC inv., shared views, SC shape aug': dict(weight_mode='invariance', share_views=True, sc_aug='shape'),
     'HDC inv., SC still, SC shape aug': dict(weight_mode='invariance', sc_temporal='still', sc_aug='shape'),
