@@ -227,7 +227,8 @@ class ViewRecipe:
             out[k] = default_collate([item[k].permute(0, 2, 3, 4, 1) for item in items]).permute(0, 1, 5, 2, 3, 4)
         return out
 
-    def augment_batch(self, batch:dict, device='cuda')->dict:
+    def augment_batch(self, batch:dict, device='cuda',
+                      generator:torch.Generator|None=None)->dict:   # a CPU generator for the draws (None: the global one)
         "With `on_gpu`: move a collated batch to `device` and apply each view kind's photometric half there, batched, one draw per clip."
         if not self.on_gpu:
             return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -235,7 +236,7 @@ class ViewRecipe:
         for key in [k for k in ('sc', 'tc', 'whole', 'tc_hard') if k in batch]:
             aug, views = self.aug(key.split('_')[0]), batch[key].to(device, non_blocking=True)   # (B,V,C,T,H,W) uint8
             flat = views.flatten(0, 1)
-            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat)), chunk,
+            out[key] = apply_photometric(flat, aug, draw_photometric(aug, len(flat), generator), chunk,
                                          fused=self.photometric == 'fused').unflatten(0, views.shape[:2])
         return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in out.items()}
 

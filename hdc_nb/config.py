@@ -347,7 +347,7 @@ def build_model(cfg:TrainConfig,
                             grad_scales=named_numbers(cfg.loss.grad_scales, 'grad_scales'))
     if seed is None: return make()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)   # the CPU's only, which the initialisation draws from (and fork_rng restores)
         return make()
 
 # %% ../nbs/04a_config.ipynb #9a73bd1b
@@ -361,7 +361,7 @@ class CheckpointError(RuntimeError):
     "A checkpoint file that cannot be read; the message names it and says why."
 
 CHECKPOINT_KEYS = ('step', 'skipped_steps', 'failed_videos', 'config', 'model', 'criterion', 'optimizer', 'scheduler',
-                   'scaler', 'rng', 'key_net', 'queues')
+                   'scaler', 'key_net', 'queues')   # older checkpoints also hold 'rng' (the global generators' states), unread
 
 def read_checkpoint(path, device='cpu')->dict:
     "A checkpoint of `Trainer.save` (loaded with weights_only=True), or a CheckpointError naming the file and the reason."

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, math, os, random, shutil, time, warnings
 from dataclasses import asdict
 from pathlib import Path
-import numpy as np, torch, torch.nn as nn
+import torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.basics import patch
 from fastcore.script import call_parse
@@ -165,9 +165,10 @@ class Trainer:
         self.device = torch.device(f'cuda:{local}' if cuda else 'cpu')
         if cuda: torch.cuda.set_device(self.device)
         self.out = Path(cfg.system.out_dir)
-        torch.manual_seed(cfg.system.seed); random.seed(cfg.system.seed); np.random.seed(cfg.system.seed)
         self._data()
-        self._model()
+        with torch.random.fork_rng(devices=[]):   # the initialisation follows the seed; the caller's generators stay as they were
+            torch.default_generator.manual_seed(cfg.system.seed)
+            self._model()
         self._optimisation()
         if not resume and self.rank == 0: _claim(self.out, overwrite)   # last: a run that cannot start deletes nothing
         self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = (
@@ -222,19 +223,9 @@ class Trainer:
 @torch.no_grad()
 def _finite(module:nn.Module)->bool: return all(bool(torch.isfinite(p).all()) for p in module.parameters())
 
-def _rng_state()->dict:
-    "Every random generator's state, as tensors and plain values."
-    numpy_state = np.random.get_state()
-    return dict(torch=torch.get_rng_state(), cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                python=random.getstate(),
-                numpy=(numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *numpy_state[2:]))
-
-def _set_rng_state(state:dict):
-    torch.set_rng_state(state['torch'])
-    if state['cuda'] and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state['cuda'])
-    random.setstate(state['python'])
-    name, keys, *rest = state['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+def _draws(seed:int, rank:int, step:int)->torch.Generator:
+    "The generator of a step's draws on the device (the photometric half with `on_gpu`): fixed by seed, rank and step."
+    return torch.Generator().manual_seed(random.Random(f"{seed}:{rank}:{step}").randrange(2**63))
 
 # %% ../nbs/05_train.ipynb #418900c7
 @patch
@@ -243,7 +234,7 @@ def state(self:Trainer)->dict:
     return dict(step=self.step, skipped_steps=self.skipped_steps, failed_videos=self.failed_videos,
                 config=asdict(self.cfg), model=self.model.state_dict(), criterion=self.criterion.state_dict(),
                 optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(), scaler=self.scaler.state_dict(),
-                rng=_rng_state(), key_net=self.key_net.state_dict() if self.key_net else None,
+                key_net=self.key_net.state_dict() if self.key_net else None,
                 queues=self.queues.state_dict() if self.queues else None)
 
 @patch
@@ -268,7 +259,6 @@ def load(self:Trainer, ckpt):  # a checkpoint file written by `save`, or its con
     self.scaler.load_state_dict(ckpt['scaler'])
     if self.key_net: self.key_net.load_state_dict(ckpt['key_net'])
     if self.queues: self.queues.load_state_dict(ckpt['queues'])
-    _set_rng_state(ckpt['rng'])
     self.step, self.skipped_steps, self.failed_videos = ckpt['step'], ckpt['skipped_steps'], ckpt['failed_videos']
 
 RESUMABLE_CHANGES = ('steps', 'workers', 'log_every', 'ckpt_every', 'keep_last', 'tensorboard', 'progress',
@@ -328,11 +318,11 @@ def _resume(self:Trainer):
 def train_step(self:Trainer, batches:list[dict])->dict|None:
     "One optimiser step over the micro-batches `batches`; their mean logged values, or None for a skipped step."
     self.opt.zero_grad(set_to_none=True)
-    logged, margins = [], []
+    logged, margins, draws = [], [], _draws(self.cfg.system.seed, self.rank, self.step)
     for batch in batches:
         self.failed_videos += int(batch['skipped'].sum())
         batch = self.recipe.augment_batch({k: batch[k] for k in batch if k not in ('label', 'index', 'skipped')},
-                                          self.device)
+                                          self.device, draws)
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             q, k, hard = self.net(batch, self.key_net)
