@@ -158,8 +158,8 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     "Finetune `model` with a linear classifier; test accuracy from clip-averaged logits."
     from tqdm.auto import tqdm
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == 'cuda' else []):   # its draws follow `seed`; the caller's generators are left as they were
-        torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):   # its draws (all on the CPU) follow `seed`; the caller's generators are left as they were
+        torch.default_generator.manual_seed(seed)
         level = level or model.levels[-1]
         model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
         params = list(model.body.parameters()) + list(head.parameters())
