@@ -7,6 +7,7 @@ from __future__ import annotations
 import math, os, platform, random, statistics, tempfile, time
 import av
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np, torch
@@ -14,7 +15,8 @@ from torchvision import tv_tensors
 from fastcore.script import call_parse
 from .video import probe, read_clip, resize_short_side, write_video
 from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cache
-from .augment import AUG_PRESETS, CPU_CHUNK, SpatialAug, apply_photometric, draw_photometric, get_recipe
+from .augment import (AUG_PRESETS, CPU_CHUNK, SpatialAug, ViewRecipe, apply_photometric, draw_photometric,
+                             get_recipe)
 from .model import HDCModel
 from .loss import HierarchicalLoss
 from .config import TrainConfig, make_config, write_result
@@ -23,8 +25,8 @@ from .train import ContrastStep, Trainer, cpu_bf16_native
 # %% auto #0
 __all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'QUICK_PHOTOMETRIC', 'bench_frames', 'make_bench_videos', 'decode_benchmark',
            'hdc_bench_decode', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows',
-           'precision_agreement', 'photometric_rows', 'photometric_table', 'run_bench', 'train_table', 'bench_table',
-           'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
+           'precision_agreement', 'photometric_rows', 'recipe_photometric_rows', 'photometric_table', 'run_bench',
+           'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #d5b9584c
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
@@ -312,27 +314,8 @@ def precision_agreement(steps:int=50,           # optimiser steps of each run
     return runs
 
 # %% ../nbs/09_bench.ipynb #da660019
-def photometric_rows(videos:int=64,       # videos in the batch
-                     views:int=5,         # views per video (the hdc recipe: SC pair, TC pair, reversed TC clip)
-                     num_frames:int=16, size:int=112,
-                     preset:str='strong', # augmentation preset (strong: all four jitters and blur)
-                     reps:int=2,          # timed passes of each path (the best is kept)
-                     device:str='cpu',
-                     chunks:tuple=(CPU_CHUNK,), # clips per pass of the chunked batched rows
-                    )->list[dict]:
-    "Seconds for the photometric half of one batch: torchvision's pipeline clip by clip (the old `augment_batch`), and batched."
-    aug = SpatialAug(size=size, **AUG_PRESETS[preset])
-    clips, photometric = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8,
-                                       device=device), aug.photometric()
-    paths = {'per clip (torchvision)': lambda: torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1)))
-                                                            .as_subclass(torch.Tensor) for c in clips])}
-    for fused, ops in ((False, 'exact ops'), (True, 'fused')):
-        paths[f'{ops}, clip by clip (as a CPU worker would)'] = lambda fused=fused: [
-            apply_photometric(c[None], aug, draw_photometric(aug, 1), fused=fused) for c in clips]
-        for chunk in (None, *chunks):   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
-            paths[f'{ops}, ' + (f'{chunk} clips a pass' if chunk else 'whole batch')] = \
-                lambda fused=fused, chunk=chunk: apply_photometric(clips, aug, draw_photometric(aug, len(clips)),
-                                                                   chunk, fused=fused)
+def _best_seconds(paths:dict, reps:int, device:str, **fields)->list[dict]:
+    "One row per named callable: the best of `reps` timed runs (synchronised on CUDA), and its speed-up on the first."
     rows = []
     for name, run in paths.items():
         times = []
@@ -341,18 +324,64 @@ def photometric_rows(videos:int=64,       # videos in the batch
             start = time.perf_counter(); run()
             if device.startswith('cuda'): torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-        rows.append(dict(path=name, clips=len(clips), clip=f'{num_frames}x{size}x{size}', device=device, preset=preset,
-                         seconds=min(times)))
+        rows.append(dict(path=name, device=device, **fields, seconds=min(times)))
     for r in rows: r['speedup'] = rows[0]['seconds'] / r['seconds']
     return rows
 
-QUICK_PHOTOMETRIC = dict(videos=4, views=2, num_frames=4, size=32, reps=1)   # tiny clips: checks that the rows run
+def _torchvision_loop(clips:torch.Tensor, aug:SpatialAug)->torch.Tensor:
+    "What `augment_batch` ran before the batched path: torchvision's photometric pipeline on (N,C,T,H,W) uint8, clip by clip."
+    photometric = aug.photometric()
+    return torch.stack([photometric(tv_tensors.Video(c.transpose(0, 1))).as_subclass(torch.Tensor).transpose(0, 1)
+                        for c in clips])
+
+def photometric_rows(videos:int=64,       # videos in the batch
+                     views:int=5,         # views per video (the hdc recipe: SC pair, TC pair, reversed TC clip)
+                     num_frames:int=16, size:int=112,
+                     preset:str='strong', # augmentation preset (strong: all four jitters and blur)
+                     reps:int=2,          # timed passes of each path (the best is kept)
+                     device:str='cpu',
+                     chunks:tuple=(CPU_CHUNK,), # clips per pass of the chunked batched rows
+                    )->list[dict]:
+    "Seconds for the photometric half of one batch of one preset: torchvision's pipeline clip by clip, and `apply_photometric` clip by clip, chunked and whole."
+    aug = SpatialAug(size=size, **AUG_PRESETS[preset])
+    clips = torch.randint(0, 256, (videos * views, 3, num_frames, size, size), dtype=torch.uint8, device=device)
+    paths = {'per clip (torchvision)': lambda: _torchvision_loop(clips, aug)}
+    for fused, ops in ((False, 'exact ops'), (True, 'fused')):
+        paths[f'{ops}, clip by clip (as a CPU worker would)'] = lambda fused=fused: [
+            apply_photometric(c[None], aug, draw_photometric(aug, 1), fused=fused) for c in clips]
+        for chunk in (None, *chunks):   # CPU_CHUNK is what augment_batch takes on a device that is not a GPU
+            paths[f'{ops}, ' + (f'{chunk} clips a pass' if chunk else 'whole batch')] = \
+                lambda fused=fused, chunk=chunk: apply_photometric(clips, aug, draw_photometric(aug, len(clips)),
+                                                                   chunk, fused=fused)
+    return _best_seconds(paths, reps, device, clips=len(clips), clip=f'{num_frames}x{size}x{size}', preset=preset)
+
+def recipe_photometric_rows(recipe:ViewRecipe|None=None, # None: hdc with reversed TC clips (5 views: SC mild, TC strong)
+                            videos:int=64, num_frames:int=16, size:int=112, reps:int=2, device:str='cpu')->list[dict]:
+    "Seconds for the photometric half of one batch of a recipe's views: the per-clip loop `augment_batch` used to run, and `augment_batch` now, in both modes."
+    recipe = replace(recipe or get_recipe('hdc', hard_negatives=('reverse',)), num_frames=num_frames, size=size,
+                     on_gpu=True)
+    roles = recipe.sampler()(8 * num_frames * recipe.stride, random.Random(0))   # every role the recipe reads
+    pixels = lambda: torch.randint(0, 256, (num_frames, size, size, 3), dtype=torch.uint8)
+    batch = {k: v.to(device) for k, v in recipe.collate([recipe(dict(clips={r: pixels() for r in roles}, label=0))
+                                                         for _ in range(videos)]).items() if k != 'label'}
+    aug = lambda kind: recipe.aug(kind.split('_')[0])
+    paths = {'per clip (torchvision), as augment_batch was': lambda: {
+        k: _torchvision_loop(v.flatten(0, 1), aug(k)).unflatten(0, v.shape[:2]) for k, v in batch.items()}}
+    for mode, ops in (('exact', 'exact ops'), ('fused', 'fused')):
+        paths[f'augment_batch, {ops}'] = lambda mode=mode: replace(recipe, photometric=mode).augment_batch(batch,
+                                                                                                           device)
+    views = ', '.join(f"{k} {getattr(recipe, k.split('_')[0] + '_aug')}" for k in batch)
+    return _best_seconds(paths, reps, device, clips=sum(v.shape[0] * v.shape[1] for v in batch.values()),
+                         clip=f'{num_frames}x{size}x{size}', preset=f'{"+".join(recipe.subtasks)} recipe: {views}')
+
+QUICK_PHOTOMETRIC = dict(videos=4, num_frames=4, size=32, reps=1)   # tiny clips: checks that the rows run
 
 def photometric_table(rows:list[dict])->str:
-    "Markdown: one row per path of `photometric_rows`."
-    return '\n'.join(['| path | clips | clip | device | seconds per batch | speed-up |', '|---|---|---|---|---|---|'] +
-                     [f"| {r['path']} | {r['clips']} | {r['clip']} | {r['device']} | {r['seconds']:.2f} | "
-                      f"{r['speedup']:.1f}x |" for r in rows])
+    "Markdown: one row per path of `photometric_rows` or `recipe_photometric_rows`."
+    return '\n'.join(['| views | path | clips | clip | device | seconds per batch | speed-up |',
+                      '|---|---|---|---|---|---|---|'] +
+                     [f"| {r.get('preset', 'strong')} | {r['path']} | {r['clips']} | {r['clip']} | {r['device']} | "
+                      f"{r['seconds']:.2f} | {r['speedup']:.1f}x |" for r in rows])
 
 # %% ../nbs/09_bench.ipynb #8ba45366
 def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)->dict:
@@ -381,8 +410,9 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
         train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
                             variants=(('bf16', False, False),))
     bar.update()
+    small = QUICK_PHOTOMETRIC if quick else {}
     photometric = [r for d in ['cpu'] + ['cuda'] * gpu
-                   for r in photometric_rows(device=d, **QUICK_PHOTOMETRIC if quick else {})]
+                   for r in photometric_rows(device=d, **small) + recipe_photometric_rows(device=d, **small)]
     bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
@@ -429,7 +459,7 @@ def bench_table(results:dict)->str:
               f"{r['vs_decode_limit']:.2f}x | {r['vs_uncached']:.1f}x | {r['peak_mb']:.0f} ({r['baseline_mb']:.0f}) |"
               for r in results['pipeline']]
     if results.get('photometric'):   # runs before 2026-11-30 timed it apart (photometric_rows)
-        lines += ['', "### The photometric half of one batch (`strong`: jitter with hue, blur)", '',
+        lines += ['', "### The photometric half of one batch (`strong`: jitter with hue, blur; and a recipe's views)", '',
                   photometric_table(results['photometric'])]
     lines += ['', '### Training step (HDC: 5 clips per video)', '', train_table(results['train'])]
     lines += ['', '### Does loading keep up? (videos/s: a training step embeds 5 clips per video, '
@@ -539,7 +569,9 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']):
         raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
-    photometric = photometric_rows(device=device, **QUICK_PHOTOMETRIC if quick else {})   # batched against per clip
+    small = QUICK_PHOTOMETRIC if quick else {}
+    photometric = (photometric_rows(device=device, **small)
+                   + recipe_photometric_rows(device=device, **small))   # batched against per clip
     machine = dict(device=(torch.cuda.get_device_name() if device == 'cuda'
                            else platform.processor() or platform.machine()),
                    torch=torch.__version__, cores=os.cpu_count())
