@@ -260,6 +260,10 @@ def recipe_from_dict(fields:dict)->ViewRecipe:
 # %% ../nbs/02_augment.ipynb #4af85655
 _LUMA = (0.2989, 0.587, 0.114)   # torchvision's grey
 
+def _on(values, device)->torch.Tensor:
+    "Numbers, or a CPU tensor, on `device`: the copy is queued, never waited for (no host-device synchronisation)."
+    return torch.as_tensor(values).to(device, non_blocking=True)
+
 def _grey(x:torch.Tensor)->torch.Tensor:
     "Luma of (...,3,H,W) values in 0..255, floored as torchvision floors a uint8 image's: (...,1,H,W)."
     return sum(w * c for w, c in zip(_LUMA, x.unbind(-3))).floor().unsqueeze(-3)
@@ -277,7 +281,7 @@ def _hue(x:torch.Tensor, shift:torch.Tensor)->torch.Tensor:
     h = torch.where(top == r, (g - b) / span, torch.where(top == g, (b - r) / span + 2, (r - g) / span + 4))
     h = (torch.where(delta > 0, h / 6, 0.0) + shift) % 1
     s = delta / torch.where(top > 0, top, 1.0)
-    k = (torch.tensor([5.0, 3.0, 1.0], device=x.device).view(3, 1, 1) + 6 * h.unsqueeze(-3)) % 6
+    k = (_on([5.0, 3.0, 1.0], x.device).view(3, 1, 1) + 6 * h.unsqueeze(-3)) % 6
     rgb = top.unsqueeze(-3) * (1 - s.unsqueeze(-3) * torch.minimum(k, 4 - k).clamp(0, 1))
     return (rgb * (256 - 1e-3)).floor()
 
@@ -317,7 +321,7 @@ def _turn_hue(turns:torch.Tensor)->torch.Tensor:
     "(...,3,3): rotations of RGB by `turns` about the grey axis (1,1,1); a third of a turn takes red to green."
     angle, eye = 2 * math.pi * turns[..., None, None], torch.eye(3, device=turns.device)
     grey_axis = torch.full((3, 3), 1 / 3, device=turns.device)       # projection onto (1,1,1)
-    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=turns.device) / 3 ** 0.5   # (1,1,1)/√3 x .
+    cross = _on([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], turns.device) / 3 ** 0.5   # (1,1,1)/√3 x .
     return grey_axis + angle.cos() * (eye - grey_axis) + angle.sin() * cross
 
 def colour_twist(aug:SpatialAug,
@@ -325,7 +329,7 @@ def colour_twist(aug:SpatialAug,
                  frame_means:torch.Tensor,   # (N,T,3): the mean RGB of each frame of the input, in 0..255
                 )->tuple:                    # matrices (N,3,3) and offsets (N,T,3): RGB -> matrix @ RGB + offset
     "Each clip's jitter, in its drawn order, and grayscale as one affine map of RGB (unclamped)."
-    eye, luma = torch.eye(3, device=frame_means.device), torch.tensor(_LUMA, device=frame_means.device)
+    eye, luma = torch.eye(3, device=frame_means.device), _on(_LUMA, frame_means.device)
     grey = luma.expand(3, 3)                                          # luma into all three channels
     matrix, offset = eye.repeat(len(frame_means), 1, 1), torch.zeros_like(frame_means)
     op = torch.where(params['jitter'][:, None], params['order'], -1)[..., None, None]   # (N,4,1,1); -1: no jitter
@@ -354,19 +358,30 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
     if clips.dtype != torch.uint8:
         raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
     n, c, t, h, w = clips.shape
-    p = {k: v.to(clips.device) for k, v in params.items()}
-    mean, std = (torch.tensor(v, device=clips.device).view(3, 1, 1) for v in (aug.mean, aug.std))
+    drawn = {k: v.cpu() for k, v in params.items()}                            # which clips draw what: decided here
+    p = {k: v.to(clips.device, non_blocking=True) for k, v in drawn.items()}   # the values, on the device
+    mean, std = (_on(v, clips.device).view(3, 1, 1) for v in (aug.mean, aug.std))
     x, step = torch.empty(n, t, c, h, w, device=clips.device), chunk or max(n, 1)   # (N,T,C,H,W), as torchvision's
     for i in range(0, n, step):
-        part, q = x[i:i + step], {k: v[i:i + step] for k, v in p.items()}
+        part, q, d = x[i:i + step], *({k: v[i:i + step] for k, v in s.items()} for s in (p, drawn))
         if fused: _fused_colour(clips[i:i + step], aug, q, mean, std, out=part)   # normalised already
-        else: part.copy_(_exact_colour(clips[i:i + step], aug, q))
-        if aug.blur_p and q['blur'].any():
-            part[q['blur']] = _blur(part[q['blur']], q['sigma'][q['blur']], aug.size // 10 * 2 + 1, rounded=not fused)
+        else: part.copy_(_exact_colour(clips[i:i + step], aug, q, d))
+        if aug.blur_p:
+            _where_drawn(part, d['blur'], lambda k: _blur(part.index_select(0, k), q['sigma'].index_select(0, k),
+                                                          aug.size // 10 * 2 + 1, rounded=not fused))
         if not fused: part.div_(255).sub_(mean).div_(std)
     return x.transpose(1, 2)
 
-def _exact_colour(clips, aug, p):
+def _where_drawn(x:torch.Tensor,     # (N,...) on any device, changed in place
+                 drawn:torch.Tensor, # (N,) bool on the CPU: the clips to change
+                 op):                # the clips' indices on x's device -> their new values
+    "x[drawn] = op(indices), the indices found on the CPU: no boolean mask on the device, so a GPU is never waited for."
+    picked = drawn.nonzero().squeeze(1)
+    if len(picked):
+        picked = picked.to(x.device, non_blocking=True)
+        x.index_copy_(0, picked, op(picked))
+
+def _exact_colour(clips, aug, p, drawn):
     "Jitter and grayscale as torchvision computes them: (N,T,C,H,W) in 0..255, each op rounded and clamped."
     x = clips.transpose(1, 2).float()   # (N,T,C,H,W) in 0..255, as torchvision sees a video
     col = lambda v: v.view(-1, 1, 1, 1, 1)
@@ -377,10 +392,11 @@ def _exact_colour(clips, aug, p):
                hue=lambda x, f: _hue(x, f.view(-1, 1, 1, 1)))
     for position in range(4):
         for k, name in enumerate(JITTERS):
-            chosen = p['jitter'] & (p['order'][:, position] == k)
-            if aug.jitter[k] and chosen.any():
-                x[chosen] = ops[name](x[chosen], p[name][chosen])   # a strength of 0: the op is off
-    if aug.grayscale_p and p['grayscale'].any(): x[p['grayscale']] = _grey(x[p['grayscale']]).expand(-1, -1, 3, -1, -1)
+            if aug.jitter[k]:   # a strength of 0: the op is off
+                _where_drawn(x, drawn['jitter'] & (drawn['order'][:, position] == k),
+                             lambda i: ops[name](x.index_select(0, i), p[name].index_select(0, i)))
+    if aug.grayscale_p:
+        _where_drawn(x, drawn['grayscale'], lambda i: _grey(x.index_select(0, i)).expand(-1, -1, 3, -1, -1))
     return x
 
 def _fused_colour(clips, aug, p, mean, std, out):
@@ -389,8 +405,8 @@ def _fused_colour(clips, aug, p, mean, std, out):
     n, t = x.shape[:2]
     matrix, offset = colour_twist(aug, p, x.mean((-2, -1)))
     matrix, offset = matrix / (255 * std.view(3, 1)), (offset / 255 - mean.view(3)) / std.view(3)   # normalised
-    torch.baddbmm(offset.reshape(n * t, 3, 1), matrix.repeat_interleave(t, 0), x.view(n * t, 3, -1),
-                  out=out.view(n * t, 3, -1))
+    per_frame = matrix[:, None].expand(-1, t, -1, -1).reshape(n * t, 3, 3)   # each clip's matrix for each of its frames
+    torch.baddbmm(offset.reshape(n * t, 3, 1), per_frame, x.view(n * t, 3, -1), out=out.view(n * t, 3, -1))
     for c, (m, s) in enumerate(zip(aug.mean, aug.std)):   # 0..255 before normalising (a channel at a time: 4x faster)
         out[:, :, c].clamp_(-m / s, (1 - m) / s)
 

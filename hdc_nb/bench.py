@@ -15,8 +15,7 @@ from torchvision import tv_tensors
 from fastcore.script import call_parse
 from .video import probe, read_clip, resize_short_side, write_video
 from .data import FolderDataset, decode_short_side, make_synthetic, prepare_cache
-from .augment import (AUG_PRESETS, CPU_CHUNK, SpatialAug, ViewRecipe, apply_photometric, draw_photometric,
-                             get_recipe)
+from .augment import AUG_PRESETS, CPU_CHUNK, SpatialAug, ViewRecipe, apply_photometric, draw_photometric, get_recipe
 from .model import HDCModel
 from .loss import HierarchicalLoss
 from .config import TrainConfig, make_config, write_result
@@ -368,8 +367,8 @@ def recipe_photometric_rows(recipe:ViewRecipe|None=None, # None: hdc with revers
     paths = {'per clip (torchvision), as augment_batch was': lambda: {
         k: _torchvision_loop(v.flatten(0, 1), aug(k)).unflatten(0, v.shape[:2]) for k, v in batch.items()}}
     for mode, ops in (('exact', 'exact ops'), ('fused', 'fused')):
-        paths[f'augment_batch, {ops}'] = lambda mode=mode: replace(recipe, photometric=mode).augment_batch(batch,
-                                                                                                           device)
+        run = replace(recipe, photometric=mode).augment_batch
+        paths[f'augment_batch, {ops}'] = lambda run=run: run(batch, device)
     views = ', '.join(f"{k} {getattr(recipe, k.split('_')[0] + '_aug')}" for k in batch)
     return _best_seconds(paths, reps, device, clips=sum(v.shape[0] * v.shape[1] for v in batch.values()),
                          clip=f'{num_frames}x{size}x{size}', preset=f'{"+".join(recipe.subtasks)} recipe: {views}')
