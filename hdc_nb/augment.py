@@ -5,7 +5,7 @@
 # %% ../nbs/02_augment.ipynb #5abeebac
 from __future__ import annotations
 import math, random
-from dataclasses import dataclass, field, asdict, replace
+from dataclasses import dataclass, replace
 import torch
 from torch.utils.data import default_collate
 from torchvision.transforms import v2
