@@ -261,8 +261,9 @@ def recipe_from_dict(fields:dict)->ViewRecipe:
 _LUMA = (0.2989, 0.587, 0.114)   # torchvision's grey
 
 def _on(values, device)->torch.Tensor:
-    "Numbers, or a CPU tensor, on `device`: the copy is queued, never waited for (no host-device synchronisation)."
-    return torch.as_tensor(values).to(device, non_blocking=True)
+    "Numbers, or a CPU tensor, on `device`: to a GPU from pinned memory, queued, never waited for (no synchronisation)."
+    x = torch.as_tensor(values)
+    return x.pin_memory().to(device, non_blocking=True) if torch.device(device).type == 'cuda' else x.to(device)
 
 def _grey(x:torch.Tensor)->torch.Tensor:
     "Luma of (...,3,H,W) values in 0..255, floored as torchvision floors a uint8 image's: (...,1,H,W)."
@@ -350,7 +351,7 @@ CPU_CHUNK = 8   # clips per pass of `apply_photometric` on a CPU (09_bench measu
 
 def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
                       aug:SpatialAug,
-                      params:dict,         # from `draw_photometric(aug, N)`
+                      params:dict,         # from `draw_photometric(aug, N)`, on the CPU (on a GPU they would be waited for)
                       chunk:int|None=None, # clips per pass (None: all at once, as on a GPU; on a CPU a few stay in cache)
                       fused:bool=False,    # one colour matrix per clip (`colour_twist`) instead of torchvision's ops
                      )->torch.Tensor:      # float (N,C,T,H,W), normalised
@@ -358,8 +359,8 @@ def apply_photometric(clips:torch.Tensor,  # uint8 (N,C,T,H,W), on any device
     if clips.dtype != torch.uint8:
         raise TypeError(f"apply_photometric takes uint8 clips (as decoded and cropped), got {clips.dtype}")
     n, c, t, h, w = clips.shape
-    drawn = {k: v.cpu() for k, v in params.items()}                            # which clips draw what: decided here
-    p = {k: v.to(clips.device, non_blocking=True) for k, v in drawn.items()}   # the values, on the device
+    drawn = {k: v.cpu() for k, v in params.items()}            # which clips draw what: decided here, on the CPU
+    p = {k: _on(v, clips.device) for k, v in params.items()}   # the values, on the device
     mean, std = (_on(v, clips.device).view(3, 1, 1) for v in (aug.mean, aug.std))
     x, step = torch.empty(n, t, c, h, w, device=clips.device), chunk or max(n, 1)   # (N,T,C,H,W), as torchvision's
     for i in range(0, n, step):
@@ -378,7 +379,7 @@ def _where_drawn(x:torch.Tensor,     # (N,...) on any device, changed in place
     "x[drawn] = op(indices), the indices found on the CPU: no boolean mask on the device, so a GPU is never waited for."
     picked = drawn.nonzero().squeeze(1)
     if len(picked):
-        picked = picked.to(x.device, non_blocking=True)
+        picked = _on(picked, x.device)
         x.index_copy_(0, picked, op(picked))
 
 def _exact_colour(clips, aug, p, drawn):
