@@ -263,7 +263,8 @@ _LUMA = (0.2989, 0.587, 0.114)   # torchvision's grey
 def _on(values, device)->torch.Tensor:
     "Numbers, or a CPU tensor, on `device`: to a GPU from pinned memory, queued, never waited for (no synchronisation)."
     x = torch.as_tensor(values)
-    return x.pin_memory().to(device, non_blocking=True) if torch.device(device).type == 'cuda' else x.to(device)
+    if x.device.type == 'cpu' and torch.device(device).type == 'cuda': x = x.pin_memory()
+    return x.to(device, non_blocking=True)
 
 def _grey(x:torch.Tensor)->torch.Tensor:
     "Luma of (...,3,H,W) values in 0..255, floored as torchvision floors a uint8 image's: (...,1,H,W)."
