@@ -261,7 +261,7 @@ def recipe_from_dict(fields:dict)->ViewRecipe:
 _LUMA = (0.2989, 0.587, 0.114)   # torchvision's grey
 
 def _on(values, device)->torch.Tensor:
-    "Numbers, or a CPU tensor, on `device`: to a GPU from pinned memory, queued, never waited for (no synchronisation)."
+    "Numbers or a tensor on `device`; from the CPU to a GPU through pinned memory, queued, never waited for (no sync)."
     x = torch.as_tensor(values)
     if x.device.type == 'cpu' and torch.device(device).type == 'cuda': x = x.pin_memory()
     return x.to(device, non_blocking=True)
