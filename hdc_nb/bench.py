@@ -24,8 +24,9 @@ from .train import ContrastStep, Trainer, cpu_bf16_native
 # %% auto #0
 __all__ = ['BENCH_SOURCES', 'PLACEMENTS', 'AMP', 'QUICK_PHOTOMETRIC', 'bench_frames', 'make_bench_videos', 'decode_benchmark',
            'hdc_bench_decode', 'decode_rows', 'PeakMemory', 'pipeline_rows', 'bench_dataset', 'train_rows',
-           'precision_agreement', 'photometric_rows', 'recipe_photometric_rows', 'photometric_table', 'run_bench',
-           'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check', 'gpu_table', 'hdc_gpu_check']
+           'precision_agreement', 'photometric_rows', 'recipe_photometric_rows', 'all_photometric_rows',
+           'photometric_table', 'run_bench', 'train_table', 'bench_table', 'plot_bench', 'hdc_bench', 'gpu_check',
+           'gpu_table', 'hdc_gpu_check']
 
 # %% ../nbs/09_bench.ipynb #d5b9584c
 def bench_frames(num_frames:int=250, width:int=320, height:int=240)->np.ndarray:
@@ -375,6 +376,11 @@ def recipe_photometric_rows(recipe:ViewRecipe|None=None, # None: hdc with revers
 
 QUICK_PHOTOMETRIC = dict(videos=4, num_frames=4, size=32, reps=1)   # tiny clips: checks that the rows run
 
+def all_photometric_rows(device:str='cpu', quick:bool=False)->list[dict]:
+    "Both kinds of rows, `strong` on every view and the `hdc` recipe's views: at the issue's size, or `QUICK_PHOTOMETRIC`."
+    small = QUICK_PHOTOMETRIC if quick else {}
+    return photometric_rows(device=device, **small) + recipe_photometric_rows(device=device, **small)
+
 def photometric_table(rows:list[dict])->str:
     "Markdown: one row per path of `photometric_rows` or `recipe_photometric_rows`."
     return '\n'.join(['| views | path | clips | clip | device | seconds per batch | speed-up |',
@@ -409,9 +415,7 @@ def run_bench(out_dir='hdc_runs/bench', quick:bool=False, device:str|None=None)-
         train += train_rows((('r3d_18', 32),), steps=1 if quick else 5, device='cuda',
                             variants=(('bf16', False, False),))
     bar.update()
-    small = QUICK_PHOTOMETRIC if quick else {}
-    photometric = [r for d in ['cpu'] + ['cuda'] * gpu
-                   for r in photometric_rows(device=d, **small) + recipe_photometric_rows(device=d, **small)]
+    photometric = [r for d in ['cpu'] + ['cuda'] * gpu for r in all_photometric_rows(d, quick)]
     bar.update(); bar.close()
     limit = {r['source']: r['clips_per_s'] for r in decode if r['decoder'] == 'bare PyAV'}
     uncached = {(r['source'], r['augment'], r['workers']): r['clips_per_s']
@@ -568,9 +572,7 @@ def gpu_check(out_dir='hdc_runs/gpu_check', # gpu_check.json and gpu_check.md go
     ddp = _fresh('_ddp_worker', device, backbone, 2 if quick else 8, frames, size, 29500 + os.getpid() % 500)
     if not ddp['finite_grads'] or (device == 'cuda' and not ddp['sync_bn_layers']):
         raise RuntimeError(f"gpu_check: the DDP step went wrong: {ddp}")
-    small = QUICK_PHOTOMETRIC if quick else {}
-    photometric = (photometric_rows(device=device, **small)
-                   + recipe_photometric_rows(device=device, **small))   # batched against per clip
+    photometric = all_photometric_rows(device, quick)   # batched against per clip
     machine = dict(device=(torch.cuda.get_device_name() if device == 'cuda'
                            else platform.processor() or platform.machine()),
                    torch=torch.__version__, cores=os.cpu_count())

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from fastcore.docments import docments
 from fastcore.script import Param
-from .data import BENCHMARK, DATASET_KINDS, decode_short_side
+from .data import BENCHMARK, DATASET_KINDS, decode_short_side, seeded
 from .augment import AUG_PRESETS, HARD_NEGATIVES, PHOTOMETRIC, RECIPES, ViewRecipe
 from .model import BACKBONES, HDCModel
 from .loss import WEIGHT_MODES
@@ -346,9 +346,7 @@ def build_model(cfg:TrainConfig,
                             weights=m.weights if load_weights else None,
                             grad_scales=named_numbers(cfg.loss.grad_scales, 'grad_scales'))
     if seed is None: return make()
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)   # the CPU's only, which the initialisation draws from (and fork_rng restores)
-        return make()
+    with seeded(seed): return make()
 
 # %% ../nbs/04a_config.ipynb #9a73bd1b
 def checkpoints(out_dir)->list[Path]:

@@ -5,6 +5,7 @@
 # %% ../nbs/01_data.ipynb #ef160c0c
 from __future__ import annotations
 import csv, math, os, random, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, torch
@@ -14,8 +15,8 @@ from .video import VideoDecodeError, probe, read_frames, resize_short_side, writ
 # %% auto #0
 __all__ = ['VIDEO_SUFFIXES', 'TEST_PARTS', 'SHAPES', 'MOTIONS', 'SYNTHETIC_PRESETS', 'BENCHMARK', 'NUISANCES', 'CACHE_SUFFIX',
            'DATASET_KINDS', 'read_ucf101_split', 'read_hmdb51_split', 'ClipSampler', 'RandomClip', 'UniformClips',
-           'ClipPair', 'VideoDataset', 'UCF101', 'HMDB51', 'NoTestSet', 'FolderDataset', 'CSVDataset', 'shared_videos',
-           'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
+           'ClipPair', 'seeded', 'VideoDataset', 'UCF101', 'HMDB51', 'NoTestSet', 'FolderDataset', 'CSVDataset',
+           'shared_videos', 'check_disjoint', 'read_list_file', 'ListDataset', 'read_kinetics_csv', 'KineticsDataset',
            'synthetic_backgrounds', 'render_video', 'make_synthetic', 'synthetic_dataset', 'nuisance_audit',
            'prepare_cache', 'decode_short_side', 'build_dataset', 'hdc_synth', 'hdc_prepare_cache']
 
@@ -120,6 +121,13 @@ class ClipPair(ClipSampler):
     def __call__(self, video_frames, rng): return [self.clip(s, video_frames) for s in self.starts(video_frames, rng)]
 
 # %% ../nbs/01_data.ipynb #586e8f90
+@contextmanager
+def seeded(seed:int):
+    "Inside, torch's draws on the CPU follow `seed`; the caller's generators are left as they were."
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)   # the CPU's only: 1 us, not torch.manual_seed's 0.4 ms (that reseeds every GPU's too)
+        yield
+
 class VideoDataset(torch.utils.data.Dataset):
     "Videos under `root` listed as (relative path, label), read as clips chosen by a sampler."
     def __init__(self, root,                       # folder the sample paths are relative to
@@ -182,9 +190,7 @@ class VideoDataset(torch.utils.data.Dataset):
             try:
                 item = dict(clips=self._read(path, rng), label=self.samples[i][1], index=i, skipped=skipped)
                 if not self.transform: return item
-                with torch.random.fork_rng(devices=[]):   # the transform's torch draws follow the item too
-                    torch.default_generator.manual_seed(rng.randrange(2**63))   # the CPU's: 1 us, not torch.manual_seed's 0.4 ms
-                    return self.transform(item)
+                with seeded(rng.randrange(2**63)): return self.transform(item)   # its torch draws follow the item too
             except VideoDecodeError as e:
                 self.failures[str(path)] = e.reason
                 if self.on_error == 'raise': raise

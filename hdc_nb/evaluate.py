@@ -8,7 +8,8 @@ import copy
 from pathlib import Path
 import numpy as np, torch, torch.nn as nn, torch.nn.functional as F
 from fastcore.script import call_parse
-from .data import BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint, decode_short_side
+from .data import (BENCHMARK, NoTestSet, RandomClip, UniformClips, build_dataset, check_disjoint, decode_short_side,
+                         seeded)
 from .video import VideoDecodeError
 from .augment import KINETICS_MEAN, KINETICS_STD, SpatialAug, AUG_PRESETS, augment_clip
 from .model import HDCModel
@@ -158,8 +159,7 @@ def finetune(model:HDCModel,             # pretrained (or random) model; its bac
     "Finetune `model` with a linear classifier; test accuracy from clip-averaged logits."
     from tqdm.auto import tqdm
     device = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu'))
-    with torch.random.fork_rng(devices=[]):   # its draws (all on the CPU) follow `seed`; the caller's generators are left as they were
-        torch.default_generator.manual_seed(seed)
+    with seeded(seed):   # its draws (all on the CPU) follow `seed`; the caller's generators are left as they were
         level = level or model.levels[-1]
         model, head = model.to(device), nn.Linear(model.dims[level], num_classes).to(device)
         params = list(model.body.parameters()) + list(head.parameters())

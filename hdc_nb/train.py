@@ -11,7 +11,7 @@ import torch, torch.nn as nn
 import torch.distributed as dist
 from fastcore.basics import patch
 from fastcore.script import call_parse
-from .data import BENCHMARK, SYNTHETIC_PRESETS, build_dataset, make_synthetic
+from .data import BENCHMARK, SYNTHETIC_PRESETS, build_dataset, make_synthetic, seeded
 from .model import HDCModel, MomentumEncoder
 from .loss import HierarchicalLoss, Queue
 from .config import (CheckpointError, TrainConfig, build_model, checkpoints, config_cli, make_config,
@@ -166,9 +166,7 @@ class Trainer:
         if cuda: torch.cuda.set_device(self.device)
         self.out = Path(cfg.system.out_dir)
         self._data()
-        with torch.random.fork_rng(devices=[]):   # the initialisation follows the seed; the caller's generators stay as they were
-            torch.default_generator.manual_seed(cfg.system.seed)
-            self._model()
+        with seeded(cfg.system.seed): self._model()   # the initialisation follows the seed; the caller's generators stay as they were
         self._optimisation()
         if not resume and self.rank == 0: _claim(self.out, overwrite)   # last: a run that cannot start deletes nothing
         self.step, self.skipped_steps, self.failed_videos, self.history, self.writer, self.purge_step = (
